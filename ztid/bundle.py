@@ -1,0 +1,557 @@
+"""Trust bundles: one trust domain's X.509 and JWT authorities, and a set keyed by trust domain.
+
+Two file formats are read and written:
+
+* **PEM**: concatenated ``CERTIFICATE`` blocks, each a CA certificate (``basicConstraints cA=true``).
+  The trust domain is read from the certificates' SPIFFE ID URI SAN (``spiffe://<td>``) unless
+  ``trust_domain=`` names it; certificates naming two trust domains, or naming another one than
+  ``trust_domain=``, are a :class:`~ztid.errors.BundleError`. PEM carries no JWT keys.
+* **SPIFFE bundle** (SPIFFE Trust Domain and Bundle §4, a JWK Set): ``keys`` (required, may be
+  empty), optional ``spiffe_sequence`` and ``spiffe_refresh_hint`` (non-negative integers).
+  ``use: "x509-svid"`` entries carry exactly one CA certificate in ``x5c``; ``use: "jwt-svid"``
+  entries carry an EC (P-256/384/521) or RSA public key and a non-empty ``kid``.
+  Element-wise leniency (spec §4.1.3, §4.2): an element with an unknown or missing ``kty``/``use``
+  is ignored, and so is a *malformed* element of a known use (bad ``x5c``, no ``kid``, a bad key,
+  private key members). Every ignored element is described in :attr:`Bundle.skipped`. Anything
+  else wrong (not JSON, duplicate JSON keys, ``keys`` missing or not a list, a bad sequence or
+  refresh hint, two JWT keys with one ``kid``) rejects the whole file.
+
+A bundle with no X.509 authorities makes every X509-SVID of its trust domain invalid (and no JWT
+authorities every JWT-SVID); an empty ``keys`` list is a valid bundle that trusts nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from ztid.errors import BundleError, IdentityError, VerificationError
+from ztid.spiffeid import SpiffeId, TrustDomain
+
+__all__ = ["Bundle", "BundleSet"]
+
+_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
+    "P-256": (ec.SECP256R1, 32),
+    "P-384": (ec.SECP384R1, 48),
+    "P-521": (ec.SECP521R1, 66),
+}
+_CURVE_NAMES = {cls.name: crv for crv, (cls, _) in _CURVES.items()}
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_MAX_SEQUENCE = 2**64 - 1
+
+
+def _as_td(trust_domain: TrustDomain | str) -> TrustDomain:
+    if isinstance(trust_domain, TrustDomain):
+        return trust_domain
+    try:
+        return TrustDomain.parse(trust_domain)
+    except (IdentityError, TypeError) as exc:
+        raise BundleError(f"invalid trust domain for bundle: {exc}") from exc
+
+
+def _b64url_decode(value: object) -> bytes:
+    if not isinstance(value, str) or not value or "=" in value:
+        raise ValueError("not an unpadded base64url string")
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not an unpadded base64url string") from exc
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+    except ValueError:  # a malformed extension
+        return False
+
+
+def _cert_trust_domains(cert: x509.Certificate) -> set[TrustDomain]:
+    """Trust domains named by a CA certificate's ``spiffe://`` URI SANs."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    except ValueError as exc:
+        raise BundleError(f"CA certificate {cert.subject.rfc4514_string()!r} has a malformed SAN: {exc}") from exc
+    found = set()
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.lower().startswith("spiffe:"):
+            try:
+                found.add(SpiffeId.parse(uri).trust_domain)
+            except IdentityError as exc:
+                raise BundleError(f"CA certificate names a malformed SPIFFE ID: {exc}") from exc
+    return found
+
+
+def _resolve_trust_domain(certs: Iterable[x509.Certificate], given: TrustDomain | str | None, what: str) -> TrustDomain:
+    named: set[TrustDomain] = set()
+    for cert in certs:
+        named |= _cert_trust_domains(cert)
+    if len(named) > 1:
+        names = ", ".join(sorted(td.name for td in named))
+        raise BundleError(f"{what}: CA certificates name different trust domains ({names}); one bundle holds one trust domain")
+    if given is not None:
+        td = _as_td(given)
+        if named and td not in named:
+            raise BundleError(f"{what}: CA certificates name trust domain {next(iter(named)).name!r}, not {td.name!r}")
+        return td
+    if not named:
+        raise BundleError(f"{what}: cannot tell the trust domain (no CA certificate carries a spiffe:// URI SAN); pass trust_domain=")
+    return next(iter(named))
+
+
+def _public_jwk(key: PublicKeyTypes) -> dict[str, str]:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        crv = _CURVE_NAMES.get(key.curve.name)
+        if crv is None:
+            raise BundleError(f"unsupported EC curve {key.curve.name!r} for a JWK")
+        size = _CURVES[crv][1]
+        nums = key.public_numbers()
+        return {"kty": "EC", "crv": crv, "x": _b64url(nums.x.to_bytes(size, "big")), "y": _b64url(nums.y.to_bytes(size, "big"))}
+    if isinstance(key, rsa.RSAPublicKey):
+        nums = key.public_numbers()
+        return {
+            "kty": "RSA",
+            "n": _b64url(nums.n.to_bytes((nums.n.bit_length() + 7) // 8, "big")),
+            "e": _b64url(nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big")),
+        }
+    raise BundleError(f"unsupported key type {type(key).__name__} for a SPIFFE bundle (EC or RSA only)")
+
+
+def _jwk_public_key(jwk: Mapping[str, Any]) -> PublicKeyTypes:
+    """Build a public key from an EC or RSA JWK; ValueError says what is wrong."""
+    kty = jwk.get("kty")
+    if kty == "EC":
+        crv = jwk.get("crv")
+        if crv not in _CURVES:
+            raise ValueError(f"unsupported crv {crv!r}")
+        curve_cls, size = _CURVES[crv]
+        x, y = _b64url_decode(jwk.get("x")), _b64url_decode(jwk.get("y"))
+        if len(x) != size or len(y) != size:
+            raise ValueError(f"x and y must be {size} bytes for {crv}")
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve_cls(), b"\x04" + x + y)
+    if kty == "RSA":
+        n, e = _b64url_decode(jwk.get("n")), _b64url_decode(jwk.get("e"))
+        if n[:1] == b"\x00" or e[:1] == b"\x00":
+            raise ValueError("n and e must be minimal big-endian integers")
+        n_int, e_int = int.from_bytes(n, "big"), int.from_bytes(e, "big")
+        if n_int.bit_length() < 2048:
+            raise ValueError(f"RSA modulus of {n_int.bit_length()} bits is too small (minimum 2048)")
+        return rsa.RSAPublicNumbers(e_int, n_int).public_key()
+    raise ValueError(f"unsupported kty {kty!r}")
+
+
+def _check_int(doc: Mapping[str, Any], name: str) -> int | None:
+    if name not in doc:
+        return None
+    value = doc[name]
+    if type(value) is not int or not 0 <= value <= _MAX_SEQUENCE:
+        raise BundleError(f"SPIFFE bundle: {name} must be an integer from 0 to 2^64-1, got {value!r}")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BundleError(f"SPIFFE bundle: duplicate JSON member {key!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise BundleError(f"SPIFFE bundle: {name} is not valid JSON")
+
+
+class Bundle:
+    """One trust domain's authorities. Immutable; compares by content (not by ``skipped``).
+
+    Attributes:
+        trust_domain: the trust domain this bundle is for.
+        x509_authorities: CA certificates that X509-SVIDs of ``trust_domain`` must chain to.
+        jwt_authorities: ``kid`` -> public key for JWT-SVIDs of ``trust_domain`` (read-only mapping).
+        sequence: ``spiffe_sequence`` when known.
+        refresh_hint: ``spiffe_refresh_hint`` (seconds) when known.
+        skipped: one line per SPIFFE bundle element that was ignored, saying why.
+    """
+
+    __slots__ = ("trust_domain", "x509_authorities", "jwt_authorities", "sequence", "refresh_hint", "skipped", "_store")
+
+    trust_domain: TrustDomain
+    x509_authorities: tuple[x509.Certificate, ...]
+    jwt_authorities: Mapping[str, PublicKeyTypes]
+    sequence: int | None
+    refresh_hint: int | None
+    skipped: tuple[str, ...]
+
+    def __init__(
+        self,
+        trust_domain: TrustDomain | str,
+        x509_authorities: Iterable[x509.Certificate] = (),
+        jwt_authorities: Mapping[str, PublicKeyTypes] | None = None,
+        *,
+        sequence: int | None = None,
+        refresh_hint: int | None = None,
+        skipped: Iterable[str] = (),
+    ) -> None:
+        """Build a bundle from already-parsed parts.
+
+        Raises:
+            BundleError: a part has the wrong type, or a duplicate/invalid value.
+        """
+        td = _as_td(trust_domain)
+        cas = tuple(x509_authorities)
+        for cert in cas:
+            if not isinstance(cert, x509.Certificate):
+                raise BundleError(f"x509 authorities must be cryptography Certificates, not {type(cert).__name__}")
+        seen: set[bytes] = set()
+        unique = []
+        for cert in cas:  # the same CA twice is harmless; keep one
+            der = cert.public_bytes(serialization.Encoding.DER)
+            if der not in seen:
+                seen.add(der)
+                unique.append(cert)
+        jwt = dict(jwt_authorities or {})
+        for kid, key in jwt.items():
+            if not isinstance(kid, str) or not kid:
+                raise BundleError(f"JWT authority key ids must be non-empty strings, got {kid!r}")
+            if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+                raise BundleError(f"JWT authority {kid!r} must be an EC or RSA public key, not {type(key).__name__}")
+        for name, value in (("sequence", sequence), ("refresh_hint", refresh_hint)):
+            if value is not None and (type(value) is not int or not 0 <= value <= _MAX_SEQUENCE):
+                raise BundleError(f"bundle {name} must be a non-negative integer, got {value!r}")
+        set_ = object.__setattr__
+        set_(self, "trust_domain", td)
+        set_(self, "x509_authorities", tuple(unique))
+        set_(self, "jwt_authorities", MappingProxyType(jwt))
+        set_(self, "sequence", sequence)
+        set_(self, "refresh_hint", refresh_hint)
+        set_(self, "skipped", tuple(skipped))
+        set_(self, "_store", None)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pem(cls, data: bytes, *, trust_domain: TrustDomain | str | None = None) -> "Bundle":
+        """Read a PEM bundle of CA certificates.
+
+        Raises:
+            BundleError: not PEM, no certificate, a non-CA certificate, or an unclear trust domain.
+        """
+        if not isinstance(data, (bytes, bytearray)):
+            raise BundleError(f"PEM bundle must be bytes, not {type(data).__name__}")
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise BundleError("PEM bundle holds no CERTIFICATE block")
+        try:
+            certs = x509.load_pem_x509_certificates(bytes(data))
+        except ValueError as exc:
+            raise BundleError(f"PEM bundle is malformed: {exc}") from exc
+        for i, cert in enumerate(certs):
+            if not _is_ca(cert):
+                raise BundleError(f"PEM bundle certificate #{i + 1} ({cert.subject.rfc4514_string()!r}) is not a CA (basicConstraints cA must be true)")
+        td = _resolve_trust_domain(certs, trust_domain, "PEM bundle")
+        return cls(td, certs)
+
+    @classmethod
+    def from_jwks(cls, data: bytes | str, *, trust_domain: TrustDomain | str | None = None) -> "Bundle":
+        """Read a SPIFFE bundle (JWK Set).
+
+        The trust domain is ``trust_domain`` or, when omitted, the one the ``x509-svid`` CA
+        certificates name in their URI SAN.
+
+        Raises:
+            BundleError: the document is malformed (see the module docstring for what is ignored instead).
+        """
+        if isinstance(data, (bytes, bytearray)):
+            try:
+                text = bytes(data).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BundleError(f"SPIFFE bundle is not UTF-8: {exc}") from exc
+        elif isinstance(data, str):
+            text = data
+        else:
+            raise BundleError(f"SPIFFE bundle must be bytes or str, not {type(data).__name__}")
+        try:
+            doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"SPIFFE bundle is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise BundleError("SPIFFE bundle must be a JSON object")
+        if "keys" not in doc:
+            raise BundleError("SPIFFE bundle has no 'keys' member (it is required, and may be an empty list)")
+        keys = doc["keys"]
+        if not isinstance(keys, list):
+            raise BundleError(f"SPIFFE bundle 'keys' must be a list, not {type(keys).__name__}")
+        sequence = _check_int(doc, "spiffe_sequence")
+        refresh_hint = _check_int(doc, "spiffe_refresh_hint")
+        cas: list[x509.Certificate] = []
+        jwt: dict[str, PublicKeyTypes] = {}
+        skipped: list[str] = []
+        for i, jwk in enumerate(keys):
+            why = _read_jwk(jwk, cas, jwt)
+            if why:
+                skipped.append(f"keys[{i}]: {why}")
+        td = _resolve_trust_domain(cas, trust_domain, "SPIFFE bundle")
+        return cls(td, cas, jwt, sequence=sequence, refresh_hint=refresh_hint, skipped=skipped)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, trust_domain: TrustDomain | str | None = None) -> "Bundle":
+        """Read a PEM or SPIFFE bundle (JSON) file; the format is sniffed from the content.
+
+        Raises:
+            BundleError: the file cannot be read or is malformed.
+        """
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise BundleError(f"cannot read bundle {os.fspath(path)!r}: {exc.strerror or exc}") from exc
+        try:
+            return cls.parse(data, trust_domain=trust_domain)
+        except BundleError as exc:
+            raise BundleError(f"{os.fspath(path)}: {exc}") from exc
+
+    @classmethod
+    def parse(cls, data: bytes, *, trust_domain: TrustDomain | str | None = None) -> "Bundle":
+        """Read PEM or SPIFFE bundle bytes, sniffing which (JSON starts with ``{``).
+
+        Raises:
+            BundleError: malformed input.
+        """
+        if not isinstance(data, (bytes, bytearray)):
+            raise BundleError(f"bundle must be bytes, not {type(data).__name__}")
+        if bytes(data).lstrip().startswith(b"{"):
+            return cls.from_jwks(data, trust_domain=trust_domain)
+        return cls.from_pem(data, trust_domain=trust_domain)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def to_pem(self) -> bytes:
+        """The X.509 authorities as PEM (JWT authorities are not representable in PEM)."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.x509_authorities)
+
+    def to_jwks(self) -> bytes:
+        """The bundle in the SPIFFE bundle format (JSON, UTF-8)."""
+        keys: list[dict[str, Any]] = []
+        for cert in self.x509_authorities:
+            jwk: dict[str, Any] = dict(_public_jwk(cert.public_key()))
+            jwk["use"] = "x509-svid"
+            jwk["x5c"] = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")]
+            keys.append(jwk)
+        for kid, key in sorted(self.jwt_authorities.items()):
+            jwk = dict(_public_jwk(key))
+            jwk["use"] = "jwt-svid"
+            jwk["kid"] = kid
+            keys.append(jwk)
+        doc: dict[str, Any] = {"keys": keys}
+        if self.sequence is not None:
+            doc["spiffe_sequence"] = self.sequence
+        if self.refresh_hint is not None:
+            doc["spiffe_refresh_hint"] = self.refresh_hint
+        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    # -- derived bundles ------------------------------------------------------------------------
+
+    def with_x509_authorities(self, authorities: Iterable[x509.Certificate]) -> "Bundle":
+        """A copy holding ``authorities`` as its X.509 authorities."""
+        return Bundle(self.trust_domain, authorities, self.jwt_authorities, sequence=self.sequence, refresh_hint=self.refresh_hint)
+
+    def with_jwt_authorities(self, authorities: Mapping[str, PublicKeyTypes]) -> "Bundle":
+        """A copy holding ``authorities`` as its JWT authorities."""
+        return Bundle(self.trust_domain, self.x509_authorities, authorities, sequence=self.sequence, refresh_hint=self.refresh_hint)
+
+    def without_x509_authority(self, cert: x509.Certificate) -> "Bundle":
+        """A copy without ``cert`` (e.g. a rotated-out root): SVIDs chaining to it stop verifying."""
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return self.with_x509_authorities(c for c in self.x509_authorities if c.public_bytes(serialization.Encoding.DER) != der)
+
+    def x509_store(self) -> Any:
+        """The ``cryptography.x509.verification.Store`` of the X.509 authorities (built once).
+
+        Raises:
+            VerificationError: the bundle has no X.509 authorities (nothing of this domain verifies).
+        """
+        store = self._store
+        if store is None:
+            if not self.x509_authorities:
+                raise VerificationError(f"trust bundle for trust domain {self.trust_domain.name!r} has no X.509 authorities; every X509-SVID of it is invalid")
+            from cryptography.x509.verification import Store
+
+            store = Store(list(self.x509_authorities))
+            object.__setattr__(self, "_store", store)
+        return store
+
+    # -- value semantics -----------------------------------------------------------------------
+
+    def _key(self) -> tuple[Any, ...]:
+        der = tuple(c.public_bytes(serialization.Encoding.DER) for c in self.x509_authorities)
+        jwt = tuple(
+            sorted((kid, k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)) for kid, k in self.jwt_authorities.items())
+        )
+        return (self.trust_domain, der, jwt, self.sequence, self.refresh_hint)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Bundle):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("Bundle is immutable")
+
+    def __repr__(self) -> str:
+        return (
+            f"Bundle({self.trust_domain.name!r}, x509_authorities={len(self.x509_authorities)}, "
+            f"jwt_authorities={sorted(self.jwt_authorities)}, sequence={self.sequence}, refresh_hint={self.refresh_hint})"
+        )
+
+
+def _read_jwk(jwk: object, cas: list[x509.Certificate], jwt: dict[str, PublicKeyTypes]) -> str:
+    """Add one JWK to ``cas``/``jwt``; return why it was ignored ('' when used)."""
+    if not isinstance(jwk, dict):
+        return f"ignored: not a JSON object ({type(jwk).__name__})"
+    kty, use = jwk.get("kty"), jwk.get("use")
+    if not isinstance(kty, str) or not kty:
+        return "ignored: kty is missing"
+    if use not in ("x509-svid", "jwt-svid"):
+        return f"ignored: use {use!r} is not x509-svid or jwt-svid"
+    if kty not in ("EC", "RSA"):
+        return f"ignored: unsupported kty {kty!r}"
+    if any(m in jwk for m in _PRIVATE_MEMBERS):
+        return f"ignored malformed {use} key: it carries private key members"
+    if use == "x509-svid":
+        x5c = jwk.get("x5c")
+        if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
+            return "ignored malformed x509-svid key: x5c must hold exactly one certificate"
+        try:
+            der = base64.b64decode(x5c[0], validate=True)
+            cert = x509.load_der_x509_certificate(der)
+            if cert.public_bytes(serialization.Encoding.DER) != der:
+                raise ValueError("trailing data")
+            spki = _public_jwk(cert.public_key())
+        except (binascii.Error, ValueError, BundleError) as exc:
+            return f"ignored malformed x509-svid key: x5c[0] is not a base64 DER certificate ({exc})"
+        if spki["kty"] != kty or any(k in jwk and jwk[k] != v for k, v in spki.items()):
+            return "ignored malformed x509-svid key: key parameters do not match the x5c certificate"
+        if not _is_ca(cert):
+            return "ignored malformed x509-svid key: the x5c certificate is not a CA (basicConstraints cA=false)"
+        cas.append(cert)
+        return ""
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not kid:
+        return "ignored malformed jwt-svid key: kid is missing or empty"
+    try:
+        key = _jwk_public_key(jwk)
+    except ValueError as exc:
+        return f"ignored malformed jwt-svid key {kid!r}: {exc}"
+    if kid in jwt:
+        raise BundleError(f"SPIFFE bundle: two jwt-svid keys share kid {kid!r}")
+    jwt[kid] = key
+    return ""
+
+
+class BundleSet(Mapping[TrustDomain, Bundle]):
+    """Bundles keyed by trust domain (immutable). Verification picks the bundle of the SVID's own
+    trust domain; bundles are never pooled.
+    """
+
+    __slots__ = ("_by_td",)
+
+    def __init__(self, bundles: Iterable[Bundle] = ()) -> None:
+        """Key ``bundles`` by trust domain.
+
+        Raises:
+            BundleError: two bundles for one trust domain, or a non-Bundle item.
+        """
+        by_td: dict[TrustDomain, Bundle] = {}
+        for b in bundles:
+            if not isinstance(b, Bundle):
+                raise BundleError(f"BundleSet holds Bundle objects, not {type(b).__name__}")
+            if b.trust_domain in by_td:
+                raise BundleError(f"two bundles for trust domain {b.trust_domain.name!r}")
+            by_td[b.trust_domain] = b
+        object.__setattr__(self, "_by_td", by_td)
+
+    @classmethod
+    def load(cls, *paths: str | os.PathLike[str], trust_domain: TrustDomain | str | None = None) -> "BundleSet":
+        """Read PEM or SPIFFE bundle files, one bundle each.
+
+        Raises:
+            BundleError: a file is unreadable or malformed, or two files name one trust domain.
+        """
+        return cls(Bundle.load(p, trust_domain=trust_domain) for p in paths)
+
+    def __getitem__(self, td: TrustDomain) -> Bundle:
+        return self._by_td[td]
+
+    def __iter__(self) -> Iterator[TrustDomain]:
+        return iter(self._by_td)
+
+    def __len__(self) -> int:
+        return len(self._by_td)
+
+    def __contains__(self, td: object) -> bool:
+        return td in self._by_td
+
+    @property
+    def trust_domains(self) -> frozenset[TrustDomain]:
+        """The trust domains that have a bundle."""
+        return frozenset(self._by_td)
+
+    def for_trust_domain(self, td: TrustDomain | str) -> Bundle:
+        """The bundle for ``td``.
+
+        Raises:
+            VerificationError: there is none (the peer is untrusted).
+        """
+        key = td if isinstance(td, TrustDomain) else _as_td(td)
+        bundle = self._by_td.get(key)
+        if bundle is None:
+            raise VerificationError(f"no trust bundle for trust domain {key.name!r}")
+        return bundle
+
+    def replace(self, bundle: Bundle) -> "BundleSet":
+        """A new set with ``bundle`` added, or replacing the one of its trust domain."""
+        if not isinstance(bundle, Bundle):
+            raise BundleError(f"BundleSet holds Bundle objects, not {type(bundle).__name__}")
+        merged = dict(self._by_td)
+        merged[bundle.trust_domain] = bundle
+        return BundleSet(merged.values())
+
+    def without(self, td: TrustDomain) -> "BundleSet":
+        """A new set without the bundle of ``td``."""
+        return BundleSet(b for t, b in self._by_td.items() if t != td)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("BundleSet is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, BundleSet):
+            return self._by_td == other._by_td
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._by_td.items()))
+
+    def __repr__(self) -> str:
+        return f"BundleSet({sorted(td.name for td in self._by_td)})"
