@@ -1,0 +1,308 @@
+"""The tamper-evident decision log: every decision, one chained JSON line, written before the answer.
+
+Usage at an enforcement point::
+
+    log = DecisionLog("decisions.log", signer=my_svid)        # or signer=lambda: source.svid()
+    decision = policy.decide(peer, "registry", "write")
+    decision_id = log.record(decision, extra={"path": "/v1/models"})   # returns after write(2)
+    ... answer, carrying decision_id ...
+
+The byte format (canonical JSON, SHA-256 chain, signed checkpoints) is in
+:mod:`ztid.audit.log_format`; verification in :mod:`ztid.audit.log_verify`; both are described in
+``docs/decision-log.md``. One process writes one file: an exclusive ``flock`` refuses a second writer.
+A write that fails raises :class:`ztid.AuditError` and the log refuses every later record, so the
+enforcement point fails closed rather than answering without a record.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from ztid.audit.log_format import (
+    FORMAT_VERSION,
+    GENESIS,
+    MAX_LINE_BYTES,
+    alg_for,
+    canonical,
+    line_hash,
+    rfc3339,
+    sign_payload,
+    signed_bytes,
+)
+from ztid.errors import AuditError, UsageError
+
+__all__ = ["DecisionLog", "new_decision_id"]
+
+_log = logging.getLogger("ztid.audit")
+
+_FSYNC_POLICIES: Final = ("always", "checkpoint", "never")
+_TAIL_BYTES: Final = 4 * 1024 * 1024
+
+
+def new_decision_id() -> str:
+    """A fresh decision id: 128 random bits as 32 lowercase hex digits."""
+    return secrets.token_hex(16)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class DecisionLog:
+    """An append-only, hash-chained, periodically signed log of authorization decisions.
+
+    Args:
+        path: the log file; created (mode 0600) with a header line if absent or empty, otherwise
+            its tail is verified and appending resumes after it.
+        signer: the writer's own X509-SVID (``ztid.svid.X509Svid``), or a callable returning the
+            current one (SVIDs rotate); None writes no checkpoints (chain only).
+        checkpoint_every: write a signed checkpoint after this many decision lines (and on close).
+        fsync: ``"always"`` (fsync every line), ``"checkpoint"`` (fsync at checkpoints and close;
+            every line still reaches the kernel before :meth:`record` returns) or ``"never"``.
+        checkpoint_file: where to also keep the latest checkpoint line (atomically replaced), so
+            truncation of the log's end can be detected; default ``<path>.checkpoint``; False: none.
+
+    Raises:
+        UsageError: a meaningless option.
+        AuditError: the file cannot be opened, is locked by another writer, or its tail does not
+            verify (it is never "repaired").
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        signer: Any = None,
+        checkpoint_every: int = 1000,
+        fsync: str = "checkpoint",
+        checkpoint_file: str | os.PathLike[str] | bool | None = None,
+    ) -> None:
+        if fsync not in _FSYNC_POLICIES:
+            raise UsageError(f"fsync must be one of {', '.join(_FSYNC_POLICIES)}, not {fsync!r}")
+        if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
+            raise UsageError(f"checkpoint_every must be a positive int, not {checkpoint_every!r}")
+        self.path = os.fspath(path)
+        self._signer: Callable[[], Any] | None = signer if callable(signer) or signer is None else (lambda: signer)
+        self._every = checkpoint_every
+        self._fsync = fsync
+        if checkpoint_file is False:
+            self._side: str | None = None
+        elif checkpoint_file is None or checkpoint_file is True:
+            self._side = self.path + ".checkpoint"
+        else:
+            self._side = os.fspath(checkpoint_file)
+        self._lock = threading.Lock()
+        self._broken: str | None = None
+        self._since_checkpoint = 0
+        self.checkpoint_error: Exception | None = None
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AuditError(f"cannot open decision log {self.path!r}: {exc.strerror or exc}") from exc
+        try:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                raise AuditError(f"decision log {self.path!r} is locked by another writer") from exc
+            if os.fstat(self._fd).st_size == 0:
+                self._seq, self._prev = 0, GENESIS
+                self.log_id = secrets.token_hex(16)
+                header = {"kind": "header", "v": FORMAT_VERSION, "log_id": self.log_id}
+                self._write(header, now=datetime.now(UTC))
+                self._sync()
+            else:
+                self._resume()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` (0-based line index) the next line will get."""
+        return self._seq
+
+    @property
+    def head(self) -> str:
+        """SHA-256 hex of the last line written (the next line's ``prev``)."""
+        return self._prev
+
+    def record(self, decision: Any, *, peer: Any = None, extra: Mapping[str, Any] | None = None) -> str:
+        """Append one decision and return its decision id, after the line reached the kernel.
+
+        Args:
+            decision: a :class:`ztid.policy.Decision` (fields allowed, reason, code, rule,
+                policy_digest, mode, would_deny, source, target, action).
+            peer: the peer as presented when the decision has no parsed source (e.g. a principal
+                that is not a SPIFFE ID); stringified. Ignored when the decision has a source.
+            extra: more JSON-serialisable fields for this line (e.g. method, path); kept under ``extra``.
+
+        Returns:
+            The decision id (32 hex digits).
+
+        Raises:
+            AuditError: the line could not be written (the log is then unusable: fail closed).
+        """
+        decision_id = new_decision_id()
+        source = getattr(decision, "source", None)
+        spiffe_id = getattr(source, "spiffe_id", None)
+        fields: dict[str, Any] = {
+            "kind": "decision",
+            "decision_id": decision_id,
+            "peer": _text(spiffe_id if spiffe_id is not None else peer),
+            "component": _text(getattr(source, "component", None)),
+            "tenant": _text(getattr(source, "tenant", None)),
+            "target": _text(getattr(decision, "target", None)),
+            "action": _text(getattr(decision, "action", None)),
+            "allowed": bool(getattr(decision, "allowed", False)),
+            "reason_code": _text(getattr(decision, "code", None)) or "unknown",
+            "reason": _text(getattr(decision, "reason", None)) or "",
+            "rule": _text(getattr(decision, "rule", None)),
+            "policy_digest": _text(getattr(decision, "policy_digest", None)) or "",
+            "mode": _text(getattr(decision, "mode", None)) or "enforce",
+            "would_deny": bool(getattr(decision, "would_deny", False)),
+        }
+        if extra:
+            fields["extra"] = dict(extra)
+        with self._lock:
+            self._write(fields, now=datetime.now(UTC))
+            self._since_checkpoint += 1
+            if self._fsync == "always":
+                self._sync()
+            if self._signer is not None and self._since_checkpoint >= self._every:
+                self._try_checkpoint("interval")
+        return decision_id
+
+    append = record  # the name in the internal contract
+
+    def checkpoint(self) -> None:
+        """Write a signed checkpoint now (no-op without a signer).
+
+        Raises:
+            AuditError: signing or writing failed.
+        """
+        with self._lock:
+            if self._signer is not None:
+                self._checkpoint("manual")
+
+    def close(self) -> None:
+        """Write a final signed checkpoint (when there is a signer and something new), fsync, release."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            try:
+                if self._signer is not None and self._since_checkpoint and self._broken is None:
+                    self._try_checkpoint("close")
+                if self._broken is None:
+                    self._sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+                self._broken = self._broken or "closed"
+
+    def __enter__(self) -> "DecisionLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals (lock held)
+    def _write(self, fields: dict[str, Any], *, now: datetime) -> bytes:
+        return self._emit(dict(fields, seq=self._seq, prev=self._prev, time=rfc3339(now)))
+
+    def _emit(self, record: dict[str, Any]) -> bytes:
+        if self._broken is not None:
+            raise AuditError(f"decision log {self.path!r} is unusable ({self._broken})")
+        line = canonical(record)
+        if len(line) > MAX_LINE_BYTES:
+            raise AuditError(f"decision log line of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
+        data = memoryview(line + b"\n")
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError as exc:
+            self._broken = f"write failed: {exc.strerror or exc}"
+            raise AuditError(f"cannot write decision log {self.path!r}: {exc.strerror or exc}") from exc
+        self._seq += 1
+        self._prev = line_hash(line)
+        return line
+
+    def _sync(self) -> None:
+        if self._fsync == "never":
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = f"fsync failed: {exc.strerror or exc}"
+            raise AuditError(f"cannot fsync decision log {self.path!r}: {exc.strerror or exc}") from exc
+
+    def _try_checkpoint(self, trigger: str) -> None:
+        try:
+            self._checkpoint(trigger)
+            self.checkpoint_error = None
+        except AuditError as exc:
+            if self._broken is not None:
+                raise
+            # The decision line is written and chained; only the signature is late. Retry next time.
+            self.checkpoint_error = exc
+            _log.warning("decision log checkpoint failed (will retry): %s", exc)
+
+    def _checkpoint(self, trigger: str) -> None:
+        assert self._signer is not None
+        try:
+            svid = self._signer()
+            chain_pem = svid.chain_pem().decode("ascii")
+            signer_id = str(svid.spiffe_id)
+            key = svid.private_key
+        except Exception as exc:  # a foreign source/SVID failure, translated once here
+            raise AuditError(f"no signing SVID for the decision log checkpoint: {exc}") from exc
+        record: dict[str, Any] = {
+            "kind": "checkpoint",
+            "log_id": self.log_id,
+            "entries": self._seq,
+            "trigger": trigger,
+            "signer": signer_id,
+            "alg": alg_for(key),
+            "chain": chain_pem,
+            "seq": self._seq,
+            "prev": self._prev,
+            "time": rfc3339(datetime.now(UTC)),
+        }
+        record["sig"] = sign_payload(key, signed_bytes(record))
+        line = self._emit(record)
+        self._since_checkpoint = 0
+        self._sync()
+        if self._side is not None:
+            self._write_side(line)
+
+    def _write_side(self, line: bytes) -> None:
+        assert self._side is not None
+        tmp = f"{self._side}.tmp{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line + b"\n")
+                if self._fsync != "never":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._side)
+        except OSError as exc:
+            raise AuditError(f"cannot write checkpoint file {self._side!r}: {exc.strerror or exc}") from exc
+
+    def _resume(self) -> None:
+        from ztid.audit.log_verify import read_tail  # local: the verifier imports this module's peers
+
+        state = read_tail(self.path, window=_TAIL_BYTES)
+        self.log_id, self._seq, self._prev = state.log_id, state.next_seq, state.head
+        self._since_checkpoint = state.since_checkpoint
+
+
