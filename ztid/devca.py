@@ -80,7 +80,8 @@ def _ca_cert(
     return b.sign(issuer_key, hashes.SHA256())
 
 
-def _write(path: Path, data: bytes, *, secret: bool) -> None:
+def write_file(path: Path, data: bytes, *, secret: bool) -> None:
+    """Write ``data`` to ``path`` (0600 when ``secret``, else 0644), not following a symlink."""
     mode = 0o600 if secret else 0o644
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), mode)
     try:
@@ -265,7 +266,7 @@ class DevCA:
                 files["intermediate.pem"] = (self.intermediate.public_bytes(serialization.Encoding.PEM), False)
                 files["intermediate.key"] = (_pem_key(self.intermediate_key), True)
             for name, (data, secret) in files.items():
-                _write(d / name, data, secret=secret)
+                write_file(d / name, data, secret=secret)
         except OSError as exc:
             raise ConfigError(f"cannot write CA directory: {exc.strerror or exc}", location=str(d)) from exc
         return d

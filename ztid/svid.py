@@ -71,18 +71,18 @@ def _split_der(data: bytes) -> list[bytes]:
     out, i = [], 0
     while i < len(data):
         if data[i] != 0x30 or i + 2 > len(data):
-            raise SvidError("chain is neither PEM nor concatenated DER certificates")
+            raise _err("parse", "chain is neither PEM nor concatenated DER certificates")
         first = data[i + 1]
         if first < 0x80:
             length, head = first, 2
         else:
             n = first & 0x7F
             if n == 0 or n > 4 or i + 2 + n > len(data):
-                raise SvidError("chain is neither PEM nor concatenated DER certificates")
+                raise _err("parse", "chain is neither PEM nor concatenated DER certificates")
             length, head = int.from_bytes(data[i + 2 : i + 2 + n], "big"), 2 + n
         end = i + head + length
         if end > len(data):
-            raise SvidError("chain is truncated (DER length runs past the end)")
+            raise _err("parse", "chain is truncated (DER length runs past the end)")
         out.append(data[i:end])
         i = end
     return out
@@ -101,22 +101,22 @@ def parse_chain(chain: bytes | str | Sequence[x509.Certificate]) -> tuple[x509.C
         try:
             if b"-----BEGIN" in data:
                 if b"-----BEGIN CERTIFICATE-----" not in data:
-                    raise SvidError("chain PEM holds no CERTIFICATE block")
+                    raise _err("parse", "chain PEM holds no CERTIFICATE block")
                 certs = tuple(x509.load_pem_x509_certificates(data))
             else:
                 certs = tuple(x509.load_der_x509_certificate(d) for d in _split_der(data))
         except ValueError as exc:
-            raise SvidError(f"chain is not parseable: {exc}") from exc
+            raise _err("parse", f"chain is not parseable: {exc}") from exc
     else:
         try:
             certs = tuple(chain)
         except TypeError as exc:
-            raise SvidError(f"chain must be bytes or a sequence of Certificates, not {type(chain).__name__}") from exc
+            raise _err("parse", f"chain must be bytes or a sequence of Certificates, not {type(chain).__name__}") from exc
         for c in certs:
             if not isinstance(c, x509.Certificate):
-                raise SvidError(f"chain must hold cryptography Certificates, not {type(c).__name__}")
+                raise _err("parse", f"chain must hold cryptography Certificates, not {type(c).__name__}")
     if not certs:
-        raise SvidError("chain is empty")
+        raise _err("parse", "chain is empty")
     return certs
 
 
