@@ -58,6 +58,19 @@ def tink_decrypt(primitive, ciphertext: bytes, associated_data: bytes) -> bytes:
         return reader.read()
 
 
+class TinkHelpers:
+    """Handed to tests as the ``tink`` fixture (conftest is not importable under importlib mode)."""
+
+    primitive = staticmethod(tink_streaming_aead)
+    encrypt = staticmethod(tink_encrypt)
+    decrypt = staticmethod(tink_decrypt)
+
+
+@pytest.fixture
+def tink() -> TinkHelpers:
+    return TinkHelpers()
+
+
 @pytest.fixture
 def key() -> bytes:
     return os.urandom(32)
