@@ -123,7 +123,7 @@ class TrustDomain:
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str):
-            raise TypeError(f"trust domain name must be str, not {type(name).__name__}")
+            raise IdentityError(f"invalid trust domain: expected a string ({_quote(name)})", value=name, rule="type")
         if _TD_RE.match(name) is None:
             _check_trust_domain_name(name, name, "trust domain")
             raise _fail("trust domain", "unknown", "does not parse", name)  # pragma: no cover
@@ -187,7 +187,12 @@ class SpiffeId:
 
     def __init__(self, trust_domain: TrustDomain, path: str = "") -> None:
         if not isinstance(trust_domain, TrustDomain):
-            raise TypeError("trust_domain must be a TrustDomain")
+            raise IdentityError(f"invalid SPIFFE ID: trust_domain must be a TrustDomain ({_quote(trust_domain)})", value=trust_domain, rule="type")
+        if not isinstance(path, str):
+            raise IdentityError(f"invalid SPIFFE ID: path must be a string ({_quote(path)})", value=path, rule="type")
+        if path and not path.startswith("/"):
+            # Without this, TrustDomain("td") + "a" would silently become the ID spiffe://tda.
+            raise _fail("SPIFFE ID", "path-leading-slash", "path must be empty or start with '/'", path)
         text = SCHEME_PREFIX + trust_domain.name + path
         if path and (_ID_RE.match(text) is None or _has_dot_segment(path)):
             raise _diagnose(text)
@@ -223,6 +228,12 @@ class SpiffeId:
             IdentityError: a segment or the trust domain is malformed.
         """
         td = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
+        for seg in segments:
+            # Each argument is exactly one segment: a '/' inside one would smuggle in extra segments.
+            if not isinstance(seg, str):
+                raise IdentityError(f"invalid SPIFFE ID: path segment must be a string ({_quote(seg)})", value=seg, rule="type")
+            if "/" in seg:
+                raise _fail("SPIFFE ID", "path-char", "path segment contains '/'", seg)
         return cls.parse(SCHEME_PREFIX + td.name + "".join("/" + s for s in segments))
 
     @property
