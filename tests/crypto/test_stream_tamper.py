@@ -35,7 +35,8 @@ def read_everything(key: bytes, ciphertext: bytes, ad: bytes = AD, segment: int 
 
 
 def segments(ciphertext: bytes, segment: int = SEG) -> list[bytes]:
-    return [ciphertext[HEADER_SIZE:segment]] + [ciphertext[i : i + segment] for i in range(segment, len(ciphertext), segment)]
+    later = [ciphertext[i : i + segment] for i in range(segment, len(ciphertext), segment)]
+    return [ciphertext[HEADER_SIZE:segment], *later]
 
 
 @pytest.fixture
