@@ -220,6 +220,9 @@ class Bundle:
         for cert in cas:
             if not isinstance(cert, x509.Certificate):
                 raise BundleError(f"x509 authorities must be cryptography Certificates, not {type(cert).__name__}")
+            if not _is_ca(cert):
+                # A leaf in the trust store would be accepted as its own anchor (pinning): not a SPIFFE bundle.
+                raise BundleError(f"x509 authority {cert.subject.rfc4514_string()!r} is not a CA (basicConstraints cA must be true)")
         seen: set[bytes] = set()
         unique = []
         for cert in cas:  # the same CA twice is harmless; keep one
