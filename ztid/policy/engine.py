@@ -129,7 +129,9 @@ class Policy:
             resolved = (m.MALFORMED_IDENTITY, f"source is not a valid SPIFFE ID: {exc}", None)
         else:
             ident = self.identify(sid)
-            if sid.trust_domain not in self.trust_domains:
+            if not sid.path:
+                resolved = (m.MALFORMED_IDENTITY, f"source {text!r} is a trust domain ID, which names no workload", None)
+            elif sid.trust_domain not in self.trust_domains:
                 resolved = (m.FOREIGN_TRUST_DOMAIN, f"source {text!r} is in trust domain {sid.trust_domain.name!r}, "
                                                     "which this policy neither owns nor federates with", ident)
             else:
@@ -193,15 +195,17 @@ class Policy:
                 target = str(sid)  # no component: _evaluate denies it as unknown_target, after the source checks
             else:
                 target, tenant = tident.component, (tenant if tenant is not None else tident.tenant)
+        cacheable = type(target) is str and type(action) is str and (tenant is None or type(tenant) is str)
+        if not cacheable:
+            return self._evaluate(src, target, action, tenant)
         key = (src, target, action, tenant)
         hit = self._cache_get(key)
         if hit is not None:
             return hit
         decision = self._evaluate(src, target, action, tenant)
-        if type(target) is str and type(action) is str and (tenant is None or type(tenant) is str):
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = decision
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = decision
         return decision
 
     def _evaluate(self, src: str, target: object, action: object, tenant: object) -> Decision:

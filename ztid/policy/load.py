@@ -94,8 +94,8 @@ class _Reader:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def fail(self, line: int, path: str, message: str) -> NoReturn:
-        raise PolicyError(message, location=f"{self.name}:{line}: {path}" if path else f"{self.name}:{line}")
+    def fail(self, line: int, path: str, message: str, cause: BaseException | None = None) -> NoReturn:
+        raise PolicyError(message, location=f"{self.name}:{line}: {path}" if path else f"{self.name}:{line}") from cause
 
     def mapping(self, value: Any, line: int, path: str, keys: tuple[str, ...] | None, what: str) -> _Map:
         """Check ``value`` is a mapping with no duplicate keys and (unless ``keys`` is None) no unknown keys."""
@@ -111,7 +111,7 @@ class _Reader:
 
     def no_duplicates(self, value: _Map, path: str, what: str) -> None:
         for key, line, first in value.duplicates:
-            self.fail(line, _join(path, key), f"duplicate {what} {key!r} (first defined at line {first})")
+            self.fail(line, _join(path, key), f"duplicate {what} {key!r} (first at line {first})")
 
     def string(self, value: Any, line: int, path: str, what: str) -> str:
         if not isinstance(value, str):
@@ -158,19 +158,19 @@ def parse_spec(text: str | bytes, *, name: str = "<string>", path: str | None = 
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        r.fail(raw.count(b"\n", 0, exc.start) + 1, "", f"not UTF-8 text (byte {exc.start})")
+        r.fail(raw.count(b"\n", 0, exc.start) + 1, "", f"not UTF-8 text (byte {exc.start})", exc)
     try:
         doc = yaml.load(source, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "does not parse"
-        r.fail((mark.line + 1) if mark else 1, "", f"invalid YAML: {problem}")
+        r.fail((mark.line + 1) if mark else 1, "", f"invalid YAML: {problem}", exc)
     except yaml.YAMLError as exc:
-        r.fail(1, "", f"invalid YAML: {exc}")
-    except RecursionError:
-        r.fail(1, "", "invalid YAML: nested too deeply")
+        r.fail(1, "", f"invalid YAML: {exc}", exc)
+    except RecursionError as exc:
+        r.fail(1, "", "invalid YAML: nested too deeply", exc)
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp scalar that is no date
-        r.fail(1, "", f"invalid YAML value: {exc}")
+        r.fail(1, "", f"invalid YAML value: {exc}", exc)
     if doc is None:
         r.fail(1, "", "the policy is empty; expected a mapping with version, trust_domain, identities, components")
     top = r.mapping(doc, 1, "", _TOP_KEYS, "the policy")
@@ -204,7 +204,7 @@ def parse_spec(text: str | bytes, *, name: str = "<string>", path: str | None = 
         try:
             t = IdentityTemplate.parse(text)
         except IdentityError as exc:
-            r.fail(ln, where, str(exc))
+            r.fail(ln, where, str(exc), exc)
         if t.trust_domain not in trust_domains:
             r.fail(ln, where, f"template trust domain {t.trust_domain.name!r} is neither the policy's trust domain "
                               f"{trust_domain.name!r} nor a federated one ({text!r})")
@@ -231,7 +231,7 @@ def _trust_domain(r: _Reader, value: Any, line: int, path: str) -> TrustDomain:
     try:
         return TrustDomain(text)
     except IdentityError as exc:
-        r.fail(line, path, str(exc))
+        r.fail(line, path, str(exc), exc)
 
 
 def _choice(r: _Reader, value: Any, line: int, path: str, choices: tuple[str, ...]) -> str:

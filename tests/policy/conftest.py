@@ -1,0 +1,59 @@
+"""Fixtures for the policy tests: the shipped policy, and policy files written to tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ztid.enforce import require as require_mod
+from ztid.policy import Policy, load_policy
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "policy.yaml"
+TD = "ai-platform.example"
+
+SMALL = """\
+version: 1
+trust_domain: ai-platform.example
+identities:
+  - spiffe://ai-platform.example/ns/{tenant}/sa/{component}
+  - spiffe://ai-platform.example/{component}/{workload...}
+components:
+  training:
+    allow:
+      data-store: [read]
+      training: [read, write]
+    deny: [inference]
+  inference: {}
+  data-store: {}
+"""
+
+
+def sid(path: str) -> str:
+    """A SPIFFE ID string in the shipped trust domain."""
+    return f"spiffe://{TD}{path}"
+
+
+@pytest.fixture(scope="session")
+def shipped() -> Policy:
+    return load_policy(SHIPPED)
+
+
+@pytest.fixture
+def write_policy(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str, name: str = "policy.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def clean_require() -> Iterator[None]:
+    """Reset require()'s global configuration around a test."""
+    require_mod.configure()
+    yield
+    require_mod.configure()
