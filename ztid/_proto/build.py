@@ -13,7 +13,6 @@ Two mechanical fixes are applied to protoc's output, nothing else:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
