@@ -217,9 +217,12 @@ class _Verifier:
         assert rec is not None
         n, seq, prev = len(self.lines), rec["seq"], rec["prev"]
         nxt = self.recs[i + 1] if i + 1 < n else None
+        if nxt is not None and nxt["prev"] == self.prev_of(i):  # the chain skips line i
+            duplicate = self.index[self.hashes[i]] != i
+            if not duplicate and any(r is not None and r["prev"] == self.hashes[i] for r in self.recs):
+                return _Bad(i, "reorder", f"line {i + 1} belongs later in the chain")
+            return _Bad(i, "insertion", f"line {i + 1} is not in the chain: the next line links past it")
         if prev == self.prev_of(i):  # linked, but numbered wrong
-            if nxt is not None and nxt["prev"] == self.prev_of(i):
-                return _Bad(i, "insertion", f"line {i + 1} is not in the chain: the next line links past it")
             if seq > i and (nxt is None or nxt["seq"] == seq + 1):
                 return _Bad(i, "deletion", f"{seq - i} line(s) missing before line {i + 1} (its seq is {seq})")
             return _Bad(i, "edit", f"line {i + 1} has seq {seq}, expected {i}")
