@@ -139,7 +139,7 @@ def _jwk_public_key(jwk: Mapping[str, Any]) -> PublicKeyTypes:
     kty = jwk.get("kty")
     if kty == "EC":
         crv = jwk.get("crv")
-        if crv not in _CURVES:
+        if not isinstance(crv, str) or crv not in _CURVES:
             raise ValueError(f"unsupported crv {crv!r}")
         curve_cls, size = _CURVES[crv]
         x, y = _b64url_decode(jwk.get("x")), _b64url_decode(jwk.get("y"))
@@ -465,7 +465,7 @@ def _read_jwk(jwk: object, cas: list[x509.Certificate], jwt: dict[str, PublicKey
         return "ignored malformed jwt-svid key: kid is missing or empty"
     try:
         key = _jwk_public_key(jwk)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         return f"ignored malformed jwt-svid key {kid!r}: {exc}"
     if kid in jwt:
         raise BundleError(f"SPIFFE bundle: two jwt-svid keys share kid {kid!r}")
