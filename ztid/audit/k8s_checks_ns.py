@@ -62,11 +62,12 @@ def default_deny_directions(m: Manifest) -> set[str]:
 
 
 def check_default_deny(inv: Inventory) -> Iterator[Finding]:
+    covered: dict[str, set[str]] = {}
+    for ns, policies in inv.network_policies.items():  # every policy is read, so a malformed one always fails
+        for np in policies:
+            covered.setdefault(ns, set()).update(default_deny_directions(np))
     for ns in inv.audited_namespaces():
-        covered: set[str] = set()
-        for np in inv.network_policies.get(ns, []):
-            covered |= default_deny_directions(np)
-        missing = [d for d in ("Ingress", "Egress") if d not in covered]
+        missing = [d for d in ("Ingress", "Egress") if d not in covered.get(ns, set())]
         if missing:
             yield _ns_finding(R.NO_DEFAULT_DENY, ns, inv,
                               f"no NetworkPolicy selecting all pods denies {' and '.join(missing)}")

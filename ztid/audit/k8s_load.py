@@ -135,7 +135,10 @@ def parse_manifests(data: bytes | str, *, source: str = "<string>") -> list[Mani
         docs = doc if isinstance(doc, list) else [doc]
         return [m for d in docs for m in _expand(d, source, 1)]
     out: list[Manifest] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader rejects control characters up front
+        raise AuditError(f"{source}: malformed YAML: {exc}") from exc
     try:
         while loader.check_node():
             node = loader.get_node()

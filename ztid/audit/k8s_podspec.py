@@ -71,6 +71,7 @@ class Container:
     name: str
     spec: Mapping[str, Any]
     field: str
+    where: str = ""
 
     @property
     def label(self) -> str:
@@ -80,7 +81,7 @@ class Container:
 
     @property
     def security_context(self) -> Mapping[str, Any]:
-        return as_map(self.spec.get("securityContext"), self.name, "securityContext")
+        return as_map(self.spec.get("securityContext"), self.where, f"{self.label} securityContext")
 
     @property
     def is_native_sidecar(self) -> bool:
@@ -120,7 +121,7 @@ class Workload:
         for field in ("containers", "initContainers", "ephemeralContainers"):
             for i, c in enumerate(as_list(self.pod_spec.get(field), self.where, f"spec.{field}")):
                 c = as_map(c, self.where, f"spec.{field}[{i}]")
-                yield Container(str(c.get("name") or f"#{i}"), c, field)
+                yield Container(str(c.get("name") or f"#{i}"), c, field, self.where)
 
     @property
     def pod_security_context(self) -> Mapping[str, Any]:
