@@ -208,7 +208,17 @@ def test_tls12_resumed_session_is_reauthorized(pki, policy, serve, tmp):
     text = (ROOT / "policy.yaml").read_text()
     revoked = parse_policy(text.replace("      data-store: [read]                   # read training data; never write it back\n", ""))
     switch = _Switch(policy)
-    server = serve(pki.source("/data-store/main"), switch, allow_tls12=True)
+    done = threading.Event()
+
+    def handler(conn):  # echo once, then close_notify: OpenSSL keeps only cleanly shut sessions resumable
+        try:
+            conn.sendall(conn.recv(10).upper())
+            conn.unwrap()
+        except OSError:
+            pass
+        done.set()
+
+    server = serve(pki.source("/data-store/main"), switch, allow_tls12=True, handler=handler)
     svid = pki.ca.issue(sid("/training/job-7"))
     cert = write_pem(tmp, "client", svid.chain_pem(), svid.key_pem())
     cafile, _ = write_pem(tmp, "bundle", pki.ca.bundle().to_pem())
@@ -217,6 +227,7 @@ def test_tls12_resumed_session_is_reauthorized(pki, policy, serve, tmp):
         conn.sendall(b"x")
         assert conn.recv(10) == b"X"
         session = conn.session
+    assert done.wait(10)
     # The policy now refuses training on the data store; the client offers its session again.
     switch.current = revoked
     conn = raw_client(server.address, cert=cert, cafile=cafile, tls12=True, session=session)
