@@ -45,6 +45,7 @@ class FrontDoor:
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._bound = False
 
     def peer_of(self, grpc_peer: str) -> PeerCred | None:
         """The credentials behind a gRPC ``context.peer()`` string, or None if unknown."""
@@ -62,6 +63,7 @@ class FrontDoor:
         try:
             _remove_stale(self.public_path)
             listener.bind(self.public_path)
+            self._bound = True
             os.chmod(self.public_path, self._mode)
             listener.listen(128)
             listener.setblocking(False)
@@ -97,11 +99,12 @@ class FrontDoor:
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
             self._loop = None
-        for path in (self.public_path,):
+        if self._bound:  # never remove a socket another agent owns
             try:
-                os.unlink(path)
+                os.unlink(self.public_path)
             except OSError:
                 pass
+            self._bound = False
         for name in os.listdir(self.private_dir) if os.path.isdir(self.private_dir) else ():
             try:
                 os.unlink(os.path.join(self.private_dir, name))
