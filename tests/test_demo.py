@@ -1,0 +1,21 @@
+"""`make demo` runs `ztid demo`: it must tell the story and exit 0 on a fresh machine."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ztid", "demo", "--policy", str(ROOT / "policy.yaml"), "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "every decision matched the policy" in out
+    # The forged cross-trust-domain SVID is rejected, and the decision table shows reasons.
+    assert "forged training SVID" in out and "rejected:" in out
+    assert "tenant_mismatch" in out and "explicit_deny" in out and "foreign_trust_domain" in out
+    assert (tmp_path / "w" / "ca" / "bundle.pem").is_file()
