@@ -78,6 +78,8 @@ def build_inventory(manifests: Iterable[Manifest], *, namespace: str | None = No
     inv = Inventory()
     for m in items:
         ns = m.namespace or "default"
+        if m.kind != "Namespace":  # a namespace's findings point at its first object until its own is seen
+            inv.namespace_locations.setdefault(ns, m.location)
         if m.kind == "Namespace":
             if namespace is None or m.name == namespace:
                 inv.namespace_labels[m.name] = _labels(m)
