@@ -212,3 +212,32 @@ def test_bad_inputs_are_usage_errors(key):
         stream.encrypt_into(key, b"x" * 10, b"", bytearray(10))
     with pytest.raises(UsageError):
         stream.decrypt_into(key, stream.encrypt(key, b"x" * 10, b""), b"", bytearray(9))
+
+
+def test_writer_aborts_instead_of_finalizing_on_error_or_when_dropped(key):
+    sink = io.BytesIO()
+    try:
+        with stream.open_writer(key, sink, AD, segment_size=SEG) as writer:
+            writer.write(os.urandom(200))
+            raise RuntimeError("producer crashed")
+    except RuntimeError:
+        pass
+    assert writer.closed
+    assert read_everything(key, sink.getvalue()) == []  # a half-written stream never decrypts
+    dropped = io.BytesIO()
+    writer = stream.open_writer(key, dropped, AD, segment_size=SEG)
+    writer.write(os.urandom(100))
+    del writer
+    assert read_everything(key, dropped.getvalue()) == []
+    closed = io.BytesIO()
+    with stream.open_writer(key, closed, AD, segment_size=SEG) as writer:
+        writer.write(b"abc")
+    assert stream.decrypt(key, closed.getvalue(), AD, segment_size=SEG) == b"abc"
+
+
+def test_reader_refuses_a_segment_index_past_the_cap(monkeypatch, key):
+    ciphertext = stream.encrypt(key, os.urandom(8 + 48 * 3), AD, segment_size=SEG)  # 4 segments
+    monkeypatch.setattr(_format, "_MAX_SEGMENTS", 3)
+    reader = stream.open_reader(key, io.BytesIO(ciphertext), AD, segment_size=SEG)
+    with pytest.raises(DecryptionError):
+        reader.read()

@@ -7,6 +7,8 @@ import os
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -75,3 +77,16 @@ def test_an_empty_final_segment_is_accepted_by_both(tink, key):
     assert tink.decrypt(tink.primitive(key, segment), crafted, b"ad") == body
     assert stream.decrypt(key, crafted, b"ad", segment_size=segment) == body
     assert RandomAccessDecryptor(key, crafted, b"ad", segment_size=segment).read_range(0, 999) == body
+
+
+
+_TINK_KEY = os.urandom(32)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2500), st.sampled_from([57, 64, 100, 333, 1024]), st.binary(max_size=20))
+def test_random_sizes_both_directions(tink, plaintext, segment, ad):
+    primitive = tink.primitive(_TINK_KEY, segment)
+    assert tink.decrypt(primitive, stream.encrypt(_TINK_KEY, plaintext, ad, segment_size=segment), ad) == plaintext
+    theirs = tink.encrypt(primitive, plaintext, ad)
+    assert stream.decrypt(_TINK_KEY, theirs, ad, segment_size=segment) == plaintext

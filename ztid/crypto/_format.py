@@ -204,6 +204,8 @@ class SegmentCipher:
         Raises:
             DecryptionError: the tag does not verify.
         """
+        if not 0 <= index < _MAX_SEGMENTS:
+            raise DecryptionError()
         try:
             self._aead.decrypt_into(self.nonce(index, last), ciphertext, None, out)
         except InvalidTag as exc:

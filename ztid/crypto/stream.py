@@ -197,7 +197,9 @@ def _write_all(fileobj: BinaryIO, data: memoryview) -> None:
 class StreamWriter(io.RawIOBase):
     """A write-only file object that encrypts into ``fileobj``; create it with :func:`open_writer`.
 
-    ``close()`` writes the last segment; a stream that is never closed cannot be decrypted.
+    ``close()`` writes the last segment; a stream that is never closed cannot be decrypted. Leaving
+    a ``with`` block by an exception, or dropping the writer unclosed, aborts instead: no last
+    segment is written, so a half-written stream never decrypts as a shorter whole one.
     """
 
     def __init__(self, fileobj: BinaryIO, cipher: SegmentCipher, header: bytes, layout: Layout, close_fileobj: bool):
@@ -246,6 +248,22 @@ class StreamWriter(io.RawIOBase):
         self._pt[: size - pos] = view[pos:]
         self._fill = size - pos
         return size
+
+    def abort(self) -> None:
+        """Close without writing the last segment: what was written can never decrypt."""
+        if not self.closed:
+            self._pt[:] = bytes(len(self._pt))
+            self._fill = 0
+            io.RawIOBase.close(self)
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        self.abort()
 
     def close(self) -> None:
         """Write the last segment and flush (closes ``fileobj`` only if asked to)."""
