@@ -164,6 +164,8 @@ class Policy:
         Returns:
             A Decision; in audit mode a matrix deny comes back allowed with ``would_deny=True``.
         """
+        if type(source) is SpiffeId:  # key by its text: SpiffeId's own __hash__/__eq__ cost more than the lookup
+            source = str(source)
         try:
             hit = self._cache_get((source, target, action, target_tenant))
             if hit is not None:
