@@ -48,6 +48,15 @@ def as_view(data: Any, what: str) -> memoryview:
     return view
 
 
+def ad_bytes(associated_data: Any) -> bytes:
+    """The associated data as bytes (it goes into HKDF's info).
+
+    Raises:
+        UsageError: not bytes-like.
+    """
+    return bytes(as_view(associated_data, "associated_data"))
+
+
 def check_key(key: Any) -> bytes:
     """Return the input key as bytes.
 
