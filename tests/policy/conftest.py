@@ -10,30 +10,7 @@ import pytest
 from ztid.enforce import require as require_mod
 from ztid.policy import Policy, load_policy
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "policy.yaml"
-TD = "ai-platform.example"
-
-SMALL = """\
-version: 1
-trust_domain: ai-platform.example
-identities:
-  - spiffe://ai-platform.example/ns/{tenant}/sa/{component}
-  - spiffe://ai-platform.example/{component}/{workload...}
-components:
-  training:
-    allow:
-      data-store: [read]
-      training: [read, write]
-    deny: [inference]
-  inference: {}
-  data-store: {}
-"""
-
-
-def sid(path: str) -> str:
-    """A SPIFFE ID string in the shipped trust domain."""
-    return f"spiffe://{TD}{path}"
+SHIPPED = Path(__file__).resolve().parents[2] / "policy.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -179,12 +179,18 @@ components: {}
 
 
 @pytest.mark.parametrize(("text", "location", "detail"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_broken_policy_is_located(text: str, location: str, detail: str) -> None:
+def test_broken_policy_is_located(write_policy, text: str, location: str, detail: str) -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy(text, name="policy.yaml")
     assert info.value.location == location
     assert info.value.detail == detail
     assert str(info.value) == f"{location}: {detail}"
+    # the same document as a real file: located by the path as given
+    path = write_policy(text)
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert info.value.location == str(path) + location[len("policy.yaml"):]
+    assert info.value.detail == detail
 
 
 def test_file_errors_name_the_path_as_given(write_policy) -> None:
