@@ -23,7 +23,6 @@ authorities every JWT-SVID); an empty ``keys`` list is a valid bundle that trust
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,18 +34,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ztid._jwk import is_ca, no_duplicates, public_jwk, read_jwk, reject_constant
 from ztid.errors import BundleError, IdentityError, VerificationError
 from ztid.spiffeid import SpiffeId, TrustDomain
 
 __all__ = ["Bundle", "BundleSet"]
 
-_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
-    "P-256": (ec.SECP256R1, 32),
-    "P-384": (ec.SECP384R1, 48),
-    "P-521": (ec.SECP521R1, 66),
-}
-_CURVE_NAMES = {cls.name: crv for crv, (cls, _) in _CURVES.items()}
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _MAX_SEQUENCE = 2**64 - 1
 
 
@@ -57,28 +50,6 @@ def _as_td(trust_domain: TrustDomain | str) -> TrustDomain:
         return TrustDomain.parse(trust_domain)
     except (IdentityError, TypeError) as exc:
         raise BundleError(f"invalid trust domain for bundle: {exc}") from exc
-
-
-def _b64url_decode(value: object) -> bytes:
-    if not isinstance(value, str) or not value or "=" in value:
-        raise ValueError("not an unpadded base64url string")
-    try:
-        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not an unpadded base64url string") from exc
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-    except ValueError:  # a malformed extension
-        return False
 
 
 def _cert_trust_domains(cert: x509.Certificate) -> set[TrustDomain]:
@@ -116,47 +87,6 @@ def _resolve_trust_domain(certs: Iterable[x509.Certificate], given: TrustDomain 
     return next(iter(named))
 
 
-def _public_jwk(key: PublicKeyTypes) -> dict[str, str]:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        crv = _CURVE_NAMES.get(key.curve.name)
-        if crv is None:
-            raise BundleError(f"unsupported EC curve {key.curve.name!r} for a JWK")
-        size = _CURVES[crv][1]
-        nums = key.public_numbers()
-        return {"kty": "EC", "crv": crv, "x": _b64url(nums.x.to_bytes(size, "big")), "y": _b64url(nums.y.to_bytes(size, "big"))}
-    if isinstance(key, rsa.RSAPublicKey):
-        nums = key.public_numbers()
-        return {
-            "kty": "RSA",
-            "n": _b64url(nums.n.to_bytes((nums.n.bit_length() + 7) // 8, "big")),
-            "e": _b64url(nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big")),
-        }
-    raise BundleError(f"unsupported key type {type(key).__name__} for a SPIFFE bundle (EC or RSA only)")
-
-
-def _jwk_public_key(jwk: Mapping[str, Any]) -> PublicKeyTypes:
-    """Build a public key from an EC or RSA JWK; ValueError says what is wrong."""
-    kty = jwk.get("kty")
-    if kty == "EC":
-        crv = jwk.get("crv")
-        if not isinstance(crv, str) or crv not in _CURVES:
-            raise ValueError(f"unsupported crv {crv!r}")
-        curve_cls, size = _CURVES[crv]
-        x, y = _b64url_decode(jwk.get("x")), _b64url_decode(jwk.get("y"))
-        if len(x) != size or len(y) != size:
-            raise ValueError(f"x and y must be {size} bytes for {crv}")
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve_cls(), b"\x04" + x + y)
-    if kty == "RSA":
-        n, e = _b64url_decode(jwk.get("n")), _b64url_decode(jwk.get("e"))
-        if n[:1] == b"\x00" or e[:1] == b"\x00":
-            raise ValueError("n and e must be minimal big-endian integers")
-        n_int, e_int = int.from_bytes(n, "big"), int.from_bytes(e, "big")
-        if n_int.bit_length() < 2048:
-            raise ValueError(f"RSA modulus of {n_int.bit_length()} bits is too small (minimum 2048)")
-        return rsa.RSAPublicNumbers(e_int, n_int).public_key()
-    raise ValueError(f"unsupported kty {kty!r}")
-
-
 def _check_int(doc: Mapping[str, Any], name: str) -> int | None:
     if name not in doc:
         return None
@@ -164,19 +94,6 @@ def _check_int(doc: Mapping[str, Any], name: str) -> int | None:
     if type(value) is not int or not 0 <= value <= _MAX_SEQUENCE:
         raise BundleError(f"SPIFFE bundle: {name} must be an integer from 0 to 2^64-1, got {value!r}")
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BundleError(f"SPIFFE bundle: duplicate JSON member {key!r}")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise BundleError(f"SPIFFE bundle: {name} is not valid JSON")
 
 
 class Bundle:
@@ -220,7 +137,7 @@ class Bundle:
         for cert in cas:
             if not isinstance(cert, x509.Certificate):
                 raise BundleError(f"x509 authorities must be cryptography Certificates, not {type(cert).__name__}")
-            if not _is_ca(cert):
+            if not is_ca(cert):
                 # A leaf in the trust store would be accepted as its own anchor (pinning): not a SPIFFE bundle.
                 raise BundleError(f"x509 authority {cert.subject.rfc4514_string()!r} is not a CA (basicConstraints cA must be true)")
         seen: set[bytes] = set()
@@ -266,7 +183,7 @@ class Bundle:
         except ValueError as exc:
             raise BundleError(f"PEM bundle is malformed: {exc}") from exc
         for i, cert in enumerate(certs):
-            if not _is_ca(cert):
+            if not is_ca(cert):
                 raise BundleError(f"PEM bundle certificate #{i + 1} ({cert.subject.rfc4514_string()!r}) is not a CA (basicConstraints cA must be true)")
         td = _resolve_trust_domain(certs, trust_domain, "PEM bundle")
         return cls(td, certs)
@@ -291,7 +208,7 @@ class Bundle:
         else:
             raise BundleError(f"SPIFFE bundle must be bytes or str, not {type(data).__name__}")
         try:
-            doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+            doc = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=reject_constant)
         except (ValueError, RecursionError) as exc:
             if isinstance(exc, BundleError):
                 raise
@@ -309,7 +226,7 @@ class Bundle:
         jwt: dict[str, PublicKeyTypes] = {}
         skipped: list[str] = []
         for i, jwk in enumerate(keys):
-            why = _read_jwk(jwk, cas, jwt)
+            why = read_jwk(jwk, cas, jwt)
             if why:
                 skipped.append(f"keys[{i}]: {why}")
         td = _resolve_trust_domain(cas, trust_domain, "SPIFFE bundle")
@@ -355,12 +272,12 @@ class Bundle:
         """The bundle in the SPIFFE bundle format (JSON, UTF-8)."""
         keys: list[dict[str, Any]] = []
         for cert in self.x509_authorities:
-            jwk: dict[str, Any] = dict(_public_jwk(cert.public_key()))
+            jwk: dict[str, Any] = dict(public_jwk(cert.public_key()))
             jwk["use"] = "x509-svid"
             jwk["x5c"] = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")]
             keys.append(jwk)
         for kid, key in sorted(self.jwt_authorities.items()):
-            jwk = dict(_public_jwk(key))
+            jwk = dict(public_jwk(key))
             jwk["use"] = "jwt-svid"
             jwk["kid"] = kid
             keys.append(jwk)
@@ -427,50 +344,6 @@ class Bundle:
             f"Bundle({self.trust_domain.name!r}, x509_authorities={len(self.x509_authorities)}, "
             f"jwt_authorities={sorted(self.jwt_authorities)}, sequence={self.sequence}, refresh_hint={self.refresh_hint})"
         )
-
-
-def _read_jwk(jwk: object, cas: list[x509.Certificate], jwt: dict[str, PublicKeyTypes]) -> str:
-    """Add one JWK to ``cas``/``jwt``; return why it was ignored ('' when used)."""
-    if not isinstance(jwk, dict):
-        return f"ignored: not a JSON object ({type(jwk).__name__})"
-    kty, use = jwk.get("kty"), jwk.get("use")
-    if not isinstance(kty, str) or not kty:
-        return "ignored: kty is missing"
-    if use not in ("x509-svid", "jwt-svid"):
-        return f"ignored: use {use!r} is not x509-svid or jwt-svid"
-    if kty not in ("EC", "RSA"):
-        return f"ignored: unsupported kty {kty!r}"
-    if any(m in jwk for m in _PRIVATE_MEMBERS):
-        return f"ignored malformed {use} key: it carries private key members"
-    if use == "x509-svid":
-        x5c = jwk.get("x5c")
-        if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
-            return "ignored malformed x509-svid key: x5c must hold exactly one certificate"
-        try:
-            der = base64.b64decode(x5c[0], validate=True)
-            cert = x509.load_der_x509_certificate(der)
-            if cert.public_bytes(serialization.Encoding.DER) != der:
-                raise ValueError("trailing data")
-            spki = _public_jwk(cert.public_key())
-        except (binascii.Error, ValueError, BundleError) as exc:
-            return f"ignored malformed x509-svid key: x5c[0] is not a base64 DER certificate ({exc})"
-        if spki["kty"] != kty or any(k in jwk and jwk[k] != v for k, v in spki.items()):
-            return "ignored malformed x509-svid key: key parameters do not match the x5c certificate"
-        if not _is_ca(cert):
-            return "ignored malformed x509-svid key: the x5c certificate is not a CA (basicConstraints cA=false)"
-        cas.append(cert)
-        return ""
-    kid = jwk.get("kid")
-    if not isinstance(kid, str) or not kid:
-        return "ignored malformed jwt-svid key: kid is missing or empty"
-    try:
-        key = _jwk_public_key(jwk)
-    except (ValueError, TypeError) as exc:
-        return f"ignored malformed jwt-svid key {kid!r}: {exc}"
-    if kid in jwt:
-        raise BundleError(f"SPIFFE bundle: two jwt-svid keys share kid {kid!r}")
-    jwt[kid] = key
-    return ""
 
 
 class BundleSet(Mapping[TrustDomain, Bundle]):
