@@ -230,7 +230,7 @@ def _leeway_seconds(leeway: timedelta) -> float:
 
 def _bundle_for(bundles: BundleSet | Bundle, td: TrustDomain) -> Bundle:
     if isinstance(bundles, Bundle):
-        bundle = bundles if bundles.trust_domain == td else None
+        bundle = bundles
     elif isinstance(bundles, BundleSet):
         bundle = bundles.get(td)
     else:
@@ -343,8 +343,9 @@ def validate_jwt_svid(
     iat = _numeric_date(claims, "iat")
     if exp is None:
         raise _fail("payload has no 'exp' (JWT-SVID §3.3)")
-    if iat is not None and iat > exp:
-        raise _fail(f"iat {_q(claims['iat'])} is after exp {_q(claims['exp'])}")
+    for name, value in (("nbf", nbf), ("iat", iat)):
+        if value is not None and value > exp:
+            raise _fail(f"{name} {_q(claims[name])} is after exp {_q(claims['exp'])}; the token can never be valid")
     if expected.isdisjoint(token_aud):
         raise _deny(f"aud {_q(list(token_aud))} does not contain {_q(sorted(expected))} (JWT-SVID §3.2)")
     if now >= exp + skew:

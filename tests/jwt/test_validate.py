@@ -472,6 +472,12 @@ def test_malformed_json_is_rejected(kit, raw):
     rejected(kit, kit.make(payload=raw), match="payload")
 
 
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_constants_are_rejected_in_any_claim(kit, literal):
+    body = json.dumps(kit.claims()).encode()[:-1] + b',"score":' + literal + b"}"
+    rejected(kit, kit.make(payload=body), match="not valid JSON")
+
+
 def test_deep_nesting_within_the_size_cap_is_a_clean_error(kit):
     body = json.dumps(kit.claims()).encode()[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
     rejected(kit, kit.make(payload=body), match="payload")
