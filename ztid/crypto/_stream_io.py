@@ -94,6 +94,8 @@ class StreamWriter(io.RawIOBase):
             self._pt[:] = bytes(len(self._pt))
             self._fill = 0
             io.RawIOBase.close(self)
+            if self._close_fileobj:
+                self._file.close()
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
@@ -102,7 +104,8 @@ class StreamWriter(io.RawIOBase):
             self.abort()
 
     def __del__(self) -> None:
-        self.abort()
+        if hasattr(self, "_pt"):  # fully constructed
+            self.abort()
 
     def close(self) -> None:
         """Write the last segment and flush (closes ``fileobj`` only if asked to)."""

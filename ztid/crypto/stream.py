@@ -148,7 +148,7 @@ def decrypt_into(
         KeyringError: the key is shorter than 32 bytes.
         UsageError: bad segment size, or ``out`` smaller than :func:`plaintext_size`.
     """
-    layout = Layout.of(segment_size)
+    key_bytes, layout = check_key(key), Layout.of(segment_size)
     ct = as_view(ciphertext, "ciphertext")
     count = layout.segments_in(len(ct))
     size = len(ct) - HEADER_SIZE - TAG_SIZE * count
@@ -156,7 +156,7 @@ def decrypt_into(
     if len(dst) < size:
         raise UsageError(f"output buffer holds {len(dst)} bytes; the plaintext needs {size}")
     salt, prefix = parse_header(ct[:HEADER_SIZE])
-    cipher = SegmentCipher(check_key(key), salt, prefix, ad_bytes(associated_data))
+    cipher = SegmentCipher(key_bytes, salt, prefix, ad_bytes(associated_data))
     try:
         for index in range(count):
             start = layout.ciphertext_start(index)
@@ -177,6 +177,7 @@ def decrypt(key: Any, ciphertext: Any, associated_data: Any, *, segment_size: in
         KeyringError: the key is shorter than 32 bytes.
         UsageError: bad segment size.
     """
+    check_key(key)
     ct = as_view(ciphertext, "ciphertext")
     out = bytearray(Layout.of(segment_size).plaintext_size(len(ct)))
     decrypt_into(key, ct, associated_data, out, segment_size=segment_size)
