@@ -244,23 +244,15 @@ def _bundle_for(bundles: BundleSet | Bundle, td: TrustDomain) -> Bundle:
 def _check_key(key: object, alg: str, kid: str) -> None:
     spec = _ALGS[alg]
     if spec.family == "EC":
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise _deny(f"kid {kid!r} is a {_key_kind(key)}, which cannot verify {alg}")
-        if not isinstance(key.curve, spec.curve):  # type: ignore[arg-type]
-            raise _deny(f"kid {kid!r} is an EC {key.curve.name} key; {alg} needs {spec.curve.name}")  # type: ignore[union-attr]
+        fits = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, spec.curve)  # type: ignore[arg-type]
+        needs = f"an EC {spec.curve.name} key"  # type: ignore[union-attr]
     else:
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise _deny(f"kid {kid!r} is a {_key_kind(key)}, which cannot verify {alg}")
-        if key.key_size < _MIN_RSA_BITS:
-            raise _deny(f"kid {kid!r} is a {key.key_size}-bit RSA key; at least {_MIN_RSA_BITS} bits are required")
-
-
-def _key_kind(key: object) -> str:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"EC {key.curve.name} key"
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RSA key"
-    return type(key).__name__
+        fits = isinstance(key, rsa.RSAPublicKey) and key.key_size >= _MIN_RSA_BITS
+        needs = f"an RSA key of at least {_MIN_RSA_BITS} bits"
+    if not fits:
+        kind = (f"an EC {key.curve.name} key" if isinstance(key, ec.EllipticCurvePublicKey)
+                else f"a {key.key_size}-bit RSA key" if isinstance(key, rsa.RSAPublicKey) else type(key).__name__)
+        raise _deny(f"kid {kid!r} is {kind}; {alg} needs {needs}")
 
 
 def _verify_signature(key: Any, alg: str, signature: bytes, signing_input: bytes) -> None:
@@ -428,19 +420,19 @@ def mint_jwt_svid(
         _check_key(key.public_key(), alg, kid)
     except VerificationError as exc:
         raise UsageError(f"key does not fit {alg}: {exc}") from exc
-    issued = int(_timestamp(now, "now"))
+    issued = math.floor(_timestamp(now, "now"))
     header = {"alg": alg, "kid": kid, "typ": "JWT"}
     claims = {"sub": str(sid), "aud": aud[0] if len(aud) == 1 else list(aud), "exp": issued + int(ttl.total_seconds()),
               "iat": issued}
     signing_input = ".".join(_b64encode(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
+    return f"{signing_input}.{_b64encode(_sign(key, alg, signing_input.encode('ascii')))}"
+
+
+def _sign(key: Any, alg: str, data: bytes) -> bytes:
     spec = _ALGS[alg]
-    data = signing_input.encode("ascii")
     if spec.family == "EC":
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(spec.hash())))  # type: ignore[union-attr, call-arg]
-        signature = r.to_bytes(spec.coord, "big") + s.to_bytes(spec.coord, "big")
-    elif spec.family == "RSA":
-        signature = key.sign(data, padding.PKCS1v15(), spec.hash())  # type: ignore[call-arg, arg-type]
-    else:
-        pss = padding.PSS(mgf=padding.MGF1(spec.hash()), salt_length=spec.hash.digest_size)
-        signature = key.sign(data, pss, spec.hash())  # type: ignore[call-arg, arg-type]
-    return f"{signing_input}.{_b64encode(signature)}"
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(spec.hash())))
+        return r.to_bytes(spec.coord, "big") + s.to_bytes(spec.coord, "big")
+    if spec.family == "RSA":
+        return key.sign(data, padding.PKCS1v15(), spec.hash())  # type: ignore[no-any-return]
+    return key.sign(data, padding.PSS(mgf=padding.MGF1(spec.hash()), salt_length=spec.hash.digest_size), spec.hash())  # type: ignore[no-any-return]
