@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ztid.crypto.keys import DEK_SIZE, KekBackend, Keyring, Wrapped, dek_context, new_data_key
 from ztid.errors import DecryptionError, KeyringError
@@ -166,3 +168,28 @@ def test_not_json(path):
 
 def test_wrapped_is_a_named_tuple():
     assert Wrapped(1, b"x") == (1, b"x")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**33) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_json, field=st.sampled_from(["format", "keys", "default", "versions", "1", "key", "wraps", "min"]))
+def test_fuzz_keyring_documents_only_raise_keyring_errors(tmp_path, doc, field):
+    path = tmp_path / "fuzz.json"
+    valid = {"format": "ztid-keyring/v1", "keys": {"default": {"min_decrypt_version": 1, "versions": {
+        "1": {"key": "A" * 43 + "=", "created": "x", "wraps": 0}}}}}
+    candidates = [doc, {**valid, "keys": {"default": doc}}, {**valid, "keys": {"default": {
+        "min_decrypt_version": 1, "versions": {"1": doc}}}}, {**valid, field: doc}]
+    for candidate in candidates:
+        _write(path, candidate)
+        try:
+            ring = Keyring.load(path)
+        except KeyringError:
+            continue
+        for key_id in ring.key_ids:  # anything accepted is usable (an empty keyring is valid)
+            assert ring.unwrap(key_id, ring.primary_version(key_id), ring.wrap(key_id, bytes(32)).wrapped) == bytes(32)
