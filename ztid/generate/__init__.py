@@ -1,0 +1,1 @@
+"""Generators: policy.yaml compiled into other systems' policy (Kubernetes NetworkPolicy, Istio, Cilium)."""
