@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -119,3 +120,30 @@ def test_subprocess_python_m_ztid(tmp_path):
     assert proc.returncode == 1, proc.stderr.decode()
     doc = json.loads(proc.stdout)
     assert doc["version"] == "2.1.0" and doc["runs"][0]["results"]
+
+
+def test_extension_points(capsys, monkeypatch, tmp_path):
+    """A module ztid.cli._artifact_signatures plugs a signature verifier into `ztid audit artifacts`."""
+    import importlib.util
+    import types
+
+    from ztid.audit.artifacts import SignatureVerdict
+
+    hook = types.ModuleType("ztid.cli._artifact_signatures")
+    seen = []
+    hook.add_arguments = lambda parser: parser.add_argument("--trust-bundle")
+    hook.verifier = lambda args: (lambda artifact, sig, *, entry, run_dir: (
+        seen.append((artifact.name, sig, args.trust_bundle)) or SignatureVerdict(False, "untrusted signer")))
+    monkeypatch.setitem(sys.modules, "ztid.cli._artifact_signatures", hook)
+    (tmp_path / "w.bin").write_bytes(b"w")
+    (tmp_path / "metadata.json").write_text(json.dumps({"output_artifacts": [
+        {"path": "w.bin", "sha256": hashlib.sha256(b"w").hexdigest(), "signature": "w.sig"}]}))
+    code, out, _ = run(capsys, "audit", "artifacts", tmp_path, "--trust-bundle", "b.pem", "--json")
+    assert code == 1 and seen == [("w.bin", "w.sig", "b.pem")]
+    assert [f["id"] for f in json.loads(out)["findings"]] == ["ZT-ART-009"]
+    # verify-log comes from ztid.cli._verify_log exactly when that module exists
+    from ztid.cli import build_parser
+
+    has_verify_log = importlib.util.find_spec("ztid.cli._verify_log") is not None
+    audit = build_parser()._subparsers._group_actions[0].choices["audit"]
+    assert ("verify-log" in audit._subparsers._group_actions[0].choices) is has_verify_log

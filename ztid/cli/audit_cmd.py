@@ -4,8 +4,13 @@ Exit codes: 0 no finding at or above ``--fail-on`` (default ``high``), 1 such fi
 2 usage, unreadable or malformed input, broken policy. The table, ``--format json`` (one object
 with a ``findings`` list and a ``summary``) and ``--format sarif`` come from one result set.
 
-Other modules may add subcommands: if ``ztid.cli._verify_log`` exists, its ``register(subparsers)``
-is called with this group's subparsers (``ztid audit verify-log``).
+Extension points (modules that may not exist yet; each is optional):
+
+* ``ztid.cli._verify_log``: ``register(subparsers)`` is called with this group's subparsers
+  (``ztid audit verify-log``).
+* ``ztid.cli._artifact_signatures``: ``add_arguments(parser)`` adds options to ``ztid audit artifacts``
+  and ``verifier(args)`` returns a :class:`ztid.audit.artifacts.SignatureCheck` (or ``None``) that
+  verifies the signatures recorded in the run (e.g. ztid model signatures against a policy and bundle).
 """
 
 from __future__ import annotations
@@ -24,6 +29,16 @@ __all__ = ["register"]
 
 _SEVERITIES = ("critical", "high", "medium", "low", "info", "none")
 _EXTENSIONS = ("ztid.cli._verify_log",)
+_SIGNATURE_HOOK = "ztid.cli._artifact_signatures"
+
+
+def _optional(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -107,7 +122,9 @@ def _cmd_artifacts(args: argparse.Namespace) -> int:
 
     try:
         _format(args)
-        report = audit_artifacts(args.run_dir)
+        hook = _optional(_SIGNATURE_HOOK)
+        verifier = hook.verifier(args) if hook is not None else None
+        report = audit_artifacts(args.run_dir, verify_signature=verifier)
     except (ZtidError, OSError) as exc:
         return _error(args, exc)
     return _finish(args, report)
@@ -116,7 +133,9 @@ def _cmd_artifacts(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``ztid audit k8s|artifacts`` (and any extension subcommands) to the CLI."""
     group = subparsers.add_parser("audit", help="audit a cluster's zero-trust posture, a pipeline run, a log",
-                                  description=__doc__.split("\n\n")[0])
+                                  description="Audit a cluster's zero-trust posture (k8s) or a pipeline run "
+                                              "(artifacts). Exit 0 clean, 1 findings at or above --fail-on, "
+                                              "2 unreadable input.")
     sub = group.add_subparsers(dest="audit_cmd", metavar="AUDIT", parser_class=type(group))
 
     k8s = sub.add_parser("k8s", help="audit Kubernetes manifests or a live cluster",
@@ -139,16 +158,15 @@ def register(subparsers: Any) -> None:
                                      "hash mismatches, credential files left in the run.")
     art.add_argument("run_dir", metavar="RUN_DIR")
     _add_output_options(art)
+    hook = _optional(_SIGNATURE_HOOK)
+    if hook is not None:
+        hook.add_arguments(art)
     art.set_defaults(func=_cmd_artifacts)
 
     for name in _EXTENSIONS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        module = _optional(name)
+        if module is not None:
+            module.register(sub)
 
     def _no_subcommand(args: argparse.Namespace) -> int:
         group.print_help(sys.stderr)

@@ -43,7 +43,7 @@ def _cmd_k8s(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``ztid generate k8s`` to the CLI."""
     group = subparsers.add_parser("generate", help="compile policy.yaml into cluster policy",
-                                  description=__doc__.split("\n\n")[0])
+                                  description="Compile policy.yaml into other systems' policy.")
     sub = group.add_subparsers(dest="generate_cmd", metavar="TARGET", parser_class=type(group))
     k8s = sub.add_parser(
         "k8s", help="NetworkPolicies, Istio PeerAuthentication/AuthorizationPolicies, Cilium policies",
