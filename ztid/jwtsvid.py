@@ -41,6 +41,9 @@ MAX_LEEWAY: Final = timedelta(minutes=5)
 _MAX_NUMERIC_DATE: Final = 253402300799  # 9999-12-31T23:59:59Z, the largest datetime can hold
 _MIN_RSA_BITS: Final = 2048
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
+_B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_VALUE: Final = {ch: i for i, ch in enumerate(_B64_ALPHABET)}
+_TO_STD_B64: Final = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +106,22 @@ def _q(value: object) -> str:
 
 
 def _b64decode(part: str, what: str) -> bytes:
-    if not part:
-        raise _fail(f"the {what} part is empty")
     if _B64URL_RE.match(part) is None:
+        if not part:
+            raise _fail(f"the {what} part is empty")
         bad = next(ch for ch in part if not (ch.isascii() and (ch.isalnum() or ch in "-_")))
         hint = " (base64url without padding: '=' is not allowed)" if bad == "=" else ""
         raise _fail(f"the {what} part contains {bad!r}, outside the base64url alphabet{hint}")
-    try:
-        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise _fail(f"the {what} part is not valid base64url") from exc
-    # Canonical only: unused trailing bits must be zero, so one token has one spelling.
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != part.encode("ascii"):
+    rest = len(part) % 4
+    if rest == 1:
+        raise _fail(f"the {what} part is not valid base64url ({len(part)} characters encode no byte string)")
+    # Canonical only: the unused low bits of the last character must be zero, so one token has one spelling.
+    if rest and _B64_VALUE[part[-1]] & (0xF if rest == 2 else 0x3):
         raise _fail(f"the {what} part is not canonical base64url")
-    return data
+    try:
+        return binascii.a2b_base64(part.translate(_TO_STD_B64) + "=" * (-rest % 4), strict_mode=True)
+    except binascii.Error as exc:  # pragma: no cover - the checks above leave nothing for it to reject
+        raise _fail(f"the {what} part is not valid base64url") from exc
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -132,9 +137,12 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+_JSON: Final = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = _JSON.decode(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _fail(f"the {what} is not UTF-8") from exc
     except RecursionError as exc:
