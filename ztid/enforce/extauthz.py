@@ -64,10 +64,11 @@ MALFORMED_REQUEST: Final = "malformed_request"
 NO_POLICY: Final = "no_policy"
 AUDIT_LOG_FAILED: Final = "audit_log_failed"
 INTERNAL_ERROR: Final = "internal_error"
+CALLER_NOT_ALLOWED: Final = "caller_not_allowed"
 REASON_CODES: Final = frozenset({
     NO_PEER, PEER_NOT_SPIFFE, MALFORMED_IDENTITY, PEER_CERTIFICATE_INVALID, PEER_CERTIFICATE_MISSING, PEER_MISMATCH,
     XFCC_MALFORMED, XFCC_UNTRUSTED, XFCC_BAD_URI, XFCC_CERTIFICATE_INVALID, XFCC_HASH_MISMATCH, XFCC_MISMATCH,
-    NO_TARGET, MALFORMED_REQUEST, NO_POLICY, AUDIT_LOG_FAILED, INTERNAL_ERROR,
+    NO_TARGET, MALFORMED_REQUEST, NO_POLICY, AUDIT_LOG_FAILED, INTERNAL_ERROR, CALLER_NOT_ALLOWED,
 })
 
 _XFCC: Final = "x-forwarded-client-cert"
@@ -136,6 +137,12 @@ class ExtAuthz:
                 return CheckOutcome(decision, decision_id, _denied(decision, decision_id))
             except Exception:  # noqa: BLE001
                 return CheckOutcome(decision, decision_id, _STATIC_DENY)
+
+    def refuse(self, code: str, reason: str) -> CheckOutcome:
+        """A logged deny for a request refused before any mapping (e.g. its caller may not ask)."""
+        decision = Decision.deny(code, reason)
+        decision_id = self._record(decision, "", None) or new_decision_id()
+        return CheckOutcome(decision, decision_id, _denied(decision, decision_id))
 
     # ------------------------------------------------------------------ the mapping
     def _evaluate(self, request: Any) -> CheckOutcome:
