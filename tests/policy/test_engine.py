@@ -94,6 +94,11 @@ def test_audit_mode_still_denies_what_is_not_a_matrix_question(source, target, a
     assert (d.allowed, d.would_deny, d.code) == (False, False, code)
 
 
+def test_audit_mode_denies_a_tenant_of_the_wrong_type() -> None:
+    d = parse_policy(variant(mode="audit")).decide(TRAINING_A, "training", "read", target_tenant=5)  # type: ignore[arg-type]
+    assert (d.allowed, d.would_deny, d.code) == (False, False, "tenant_mismatch")
+
+
 def test_auditable_codes_are_decision_codes() -> None:
     assert AUDITABLE_CODES < DECISION_CODES
 

@@ -42,6 +42,10 @@ def _text(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
+def _quote(value: object) -> str:
+    return repr(value[:200]) if isinstance(value, str) else _text(value)
+
+
 class Policy:
     """A compiled policy. Build with :func:`ztid.policy.load_policy` or :func:`ztid.policy.parse_policy`.
 
@@ -224,10 +228,10 @@ class Policy:
             return self._finish(m.UNKNOWN_COMPONENT, f"source component {comp!r} is not declared in the policy",
                                 None, ident, target, action, tenant)
         if not isinstance(target, str) or target not in self.components:
-            return self._finish(m.UNKNOWN_TARGET, f"target {_text(target)} is not a component of the policy",
+            return self._finish(m.UNKNOWN_TARGET, f"target {_quote(target)} is not a component of the policy",
                                 None, ident, target, action, tenant)
         if not isinstance(action, str) or action not in self.actions:
-            return self._finish(m.UNKNOWN_ACTION, f"action {_text(action)} is not one of the policy's actions "
+            return self._finish(m.UNKNOWN_ACTION, f"action {_quote(action)} is not one of the policy's actions "
                                 f"({', '.join(sorted(self.actions))})", None, ident, target, action, tenant)
         if tenant is not None and not isinstance(tenant, str):
             return self._finish(m.TENANT_MISMATCH, f"target tenant must be a string, not {type(tenant).__name__}",
@@ -250,7 +254,8 @@ class Policy:
                 target: object, action: object, tenant: object) -> Decision:
         target_text, action_text = _text(target), _text(action)
         tenant_text = tenant if isinstance(tenant, str) else None
-        if self._audit and code in m.AUDITABLE_CODES and isinstance(target, str) and isinstance(action, str):
+        if (self._audit and code in m.AUDITABLE_CODES and isinstance(target, str) and isinstance(action, str)
+                and (tenant is None or isinstance(tenant, str))):  # a request of the wrong types is no matrix question
             return Decision(True, code, f"audit mode: allowed, but enforce mode would deny: {reason}", rule,
                             self.digest, self.mode, True, ident, target_text, action_text, tenant_text)
         return Decision(False, code, reason, rule, self.digest, self.mode, False, ident, target_text, action_text,
