@@ -41,7 +41,7 @@ class TrustFiles:
 def trust(tmp_path_factory: pytest.TempPathFactory) -> TrustFiles:
     d = tmp_path_factory.mktemp("trust")
     ca = TestCA.create(TD)
-    svid = ca.issue(f"spiffe://{TD}/ztid/sidecar")
+    svid = ca.issue(f"spiffe://{TD}/ztid/sidecar", dns_names=("localhost",))  # for gRPC clients hostname check
     (d / "bundle.pem").write_bytes(ca.bundle().to_pem())
     (d / "sidecar.pem").write_bytes(svid.chain_pem())
     (d / "sidecar.key").write_bytes(svid.key_pem())
