@@ -237,12 +237,7 @@ def _leeway_seconds(leeway: timedelta) -> float:
 
 
 def _bundle_for(bundles: BundleSet | Bundle, td: TrustDomain) -> Bundle:
-    if isinstance(bundles, Bundle):
-        bundle = bundles
-    elif isinstance(bundles, BundleSet):
-        bundle = bundles.get(td)
-    else:
-        raise UsageError(f"bundles must be a Bundle or a BundleSet, not {type(bundles).__name__}")
+    bundle = bundles if isinstance(bundles, Bundle) else bundles.get(td)
     # Only the subject's own trust domain may vouch for it (Workload API §6.3): never pool bundles.
     if bundle is None or bundle.trust_domain != td:
         raise _deny(f"no trust bundle for trust domain {td.name!r}")
@@ -316,6 +311,8 @@ def validate_jwt_svid(
     skew = _leeway_seconds(leeway)
     if not isinstance(token, str):
         raise UsageError(f"token must be a str, not {type(token).__name__}")
+    if not isinstance(bundles, (Bundle, BundleSet)):
+        raise UsageError(f"bundles must be a Bundle or a BundleSet, not {type(bundles).__name__}")
     if len(token) > MAX_TOKEN_LENGTH:
         raise _fail(f"token is {len(token)} characters, more than the limit of {MAX_TOKEN_LENGTH}")
     if token[:7].lower() == "bearer ":

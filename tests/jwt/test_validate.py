@@ -500,8 +500,9 @@ def test_token_must_be_a_str(kit, token):
 
 @pytest.mark.parametrize("wrong", [None, {}, [], "bundle.pem"])
 def test_bundles_must_be_a_bundle_or_bundle_set(kit, wrong):
-    with pytest.raises(UsageError, match="bundles must be"):
-        check(kit, kit.make(), bundles=wrong)
+    for token in (kit.make(), "garbage"):  # a usage error whatever the token
+        with pytest.raises(UsageError, match="bundles must be"):
+            check(kit, token, bundles=wrong)
 
 
 def test_errors_never_echo_the_token_or_its_signature(kit):
