@@ -235,7 +235,7 @@ class Policy:
                                 f"({', '.join(sorted(self.actions))})", None, ident, target, action, tenant)
         if tenant is not None and not isinstance(tenant, str):
             return self._finish(m.TENANT_MISMATCH, f"target tenant must be a string, not {type(tenant).__name__}",
-                                None, ident, target, action, None)
+                                None, ident, target, action, tenant)
         deny = self._deny.get((comp, target))
         if deny is not None:
             return self._finish(m.EXPLICIT_DENY, f"{comp} is explicitly denied access to {target}",
