@@ -217,6 +217,7 @@ class WorkloadApiSource(_Publisher):
                 if self._stop.is_set():
                     handler.cancel()
                     return
+            handler.cancel()  # the client may leave the failed call open (e.g. after a malformed response)
             if self._stop.is_set():
                 return
             message = str(outcome.get("error", "stream ended"))
