@@ -63,6 +63,28 @@ class PeerAuthorizer:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, tuple[bytes, ...]], _Entry] = OrderedDict()
         self._maxsize = maxsize
+        self._anchors: tuple[Any, dict[Any, frozenset[bytes]]] | None = None
+        self._ids: dict[tuple[int, SpiffeId], tuple[Any, "Identity"]] = {}
+
+    def identify(self, policy: "Policy", spiffe_id: SpiffeId) -> "Identity":
+        """:func:`identify`, remembered per policy object (a reloaded policy is a new object)."""
+        key = (id(policy), spiffe_id)
+        hit = self._ids.get(key)
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        ident = identify(policy, spiffe_id)
+        if len(self._ids) >= self._maxsize:
+            self._ids.clear()
+        self._ids[key] = (policy, ident)
+        return ident
+
+    def _anchor_ders(self, bundles: "BundleSet") -> dict[Any, frozenset[bytes]]:
+        held = self._anchors
+        if held is None or held[0] is not bundles:
+            ders = {td: frozenset(ca.public_bytes(serialization.Encoding.DER) for ca in b.x509_authorities) for td, b in bundles.items()}
+            held = (bundles, ders)
+            self._anchors = held
+        return held[1]
 
     def verify(self, chain_der: Sequence[bytes], bundles: "BundleSet") -> VerifiedSvid:
         """Verify ``chain_der`` (leaf first, as presented) against the leaf ID's own trust domain.
@@ -94,8 +116,7 @@ class PeerAuthorizer:
                 self._cache.popitem(last=False)
         return svid
 
-    @staticmethod
-    def check_anchor(verified_chain_der: Sequence[bytes] | None, svid: VerifiedSvid, bundles: "BundleSet") -> None:
+    def check_anchor(self, verified_chain_der: Sequence[bytes] | None, svid: VerifiedSvid, bundles: "BundleSet") -> None:
         """Check that OpenSSL's own path ended at an authority of the peer ID's trust domain.
 
         A second, independent guard against the cross-trust-domain forgery: the handshake's chain
@@ -106,9 +127,7 @@ class PeerAuthorizer:
         """
         if not verified_chain_der:
             return
-        bundle = bundles.get(svid.spiffe_id.trust_domain)
-        anchor = verified_chain_der[-1]
-        if bundle is None or all(ca.public_bytes(serialization.Encoding.DER) != anchor for ca in bundle.x509_authorities):
+        if verified_chain_der[-1] not in self._anchor_ders(bundles).get(svid.spiffe_id.trust_domain, frozenset()):
             raise TransportError(
                 f"peer certificate rejected: {svid.spiffe_id} chains to an authority outside the bundle of "
                 f"trust domain {svid.spiffe_id.trust_domain.name!r}"
@@ -209,8 +228,8 @@ def authorize_inbound(
     svid = authz.verify(presented, snapshot.bundles)
     authz.check_anchor(verified, svid, snapshot.bundles)
     policy = resolve_policy(policy_like)
-    peer = identify(policy, svid.spiffe_id)
-    me = identify(policy, snapshot.svid.spiffe_id)
+    peer = authz.identify(policy, svid.spiffe_id)
+    me = authz.identify(policy, snapshot.svid.spiffe_id)
     decision = admit(policy, peer, me, action)
     if not decision.allowed:
         raise PermissionDenied(decision)
@@ -236,11 +255,11 @@ def authorize_outbound(
     svid = authz.verify(presented, snapshot.bundles)
     authz.check_anchor(verified, svid, snapshot.bundles)
     policy = resolve_policy(policy_like)
-    server = identify(policy, svid.spiffe_id)
+    server = authz.identify(policy, svid.spiffe_id)
     expect_server(policy, server, expect)
     decision = None
     if action is not None:
-        me = identify(policy, snapshot.svid.spiffe_id)
+        me = authz.identify(policy, snapshot.svid.spiffe_id)
         try:
             decision = policy.decide(me, server, action)
         except Exception as exc:  # cannot decide: deny

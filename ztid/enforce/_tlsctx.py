@@ -125,11 +125,13 @@ class ContextCache:
 
 
 def peer_chains(sslobj: ssl.SSLSocket | ssl.SSLObject) -> tuple[list[bytes], list[bytes] | None]:
-    """The peer's chain as presented (leaf first, DER) and OpenSSL's verified chain (or ``None``).
+    """The peer's chain as presented (leaf first, DER) and the trust anchor OpenSSL's path ended at.
 
+    Returns ``(presented, [anchor])``; the anchor list is ``None`` where it cannot be read.
     Python 3.13 made ``get_unverified_chain``/``get_verified_chain`` public; 3.10 to 3.12 have them
-    on the private ``_ssl._SSLSocket`` object. Where neither exists, only the leaf is returned, so a
-    chain with intermediates then fails verification: closed, never open.
+    on the private ``_ssl._SSLSocket`` object (which also puts the leaf first on the server side,
+    where OpenSSL leaves it out). Where neither exists only the leaf is returned, so a chain with
+    intermediates then fails verification: closed, never open.
     """
     getter = getattr(sslobj, "get_unverified_chain", None)
     vgetter = getattr(sslobj, "get_verified_chain", None)
@@ -137,16 +139,15 @@ def peer_chains(sslobj: ssl.SSLSocket | ssl.SSLObject) -> tuple[list[bytes], lis
         inner = getattr(sslobj, "_sslobj", None)
         getter = getattr(inner, "get_unverified_chain", None)
         vgetter = getattr(inner, "get_verified_chain", None)
-    presented = _der_list(getter()) if getter is not None else None
-    verified = _der_list(vgetter()) if vgetter is not None else None
-    leaf = sslobj.getpeercert(binary_form=True)
-    if not leaf:
-        return [], verified
+    presented = _der_list(getter()) if getter is not None else []
+    anchor = None
+    if vgetter is not None:
+        verified = vgetter()
+        anchor = _der_list(verified[-1:]) if verified else None
     if not presented:
-        presented = [leaf]
-    elif presented[0] != leaf:  # OpenSSL leaves the leaf out of a server's view of the client chain
-        presented = [leaf, *presented]
-    return presented, verified
+        leaf = sslobj.getpeercert(binary_form=True)
+        presented = [leaf] if leaf else []
+    return presented, anchor
 
 
 def _der_list(certs: Sequence[Any] | None) -> list[bytes]:
