@@ -147,3 +147,21 @@ def test_extension_points(capsys, monkeypatch, tmp_path):
     has_verify_log = importlib.util.find_spec("ztid.cli._verify_log") is not None
     audit = build_parser()._subparsers._group_actions[0].choices["audit"]
     assert ("verify-log" in audit._subparsers._group_actions[0].choices) is has_verify_log
+
+
+def test_docs_cover_every_check():
+    """docs/audit.md has a section per check, with the catalogue's severity and scanner names."""
+    import re
+
+    from ztid.audit.artifacts_rules import ARTIFACT_RULES
+    from ztid.audit.k8s_rules import K8S_RULES
+
+    text = (REPO / "docs" / "audit.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^### (ZT-[A-Z0-9]+-\d{3}): [^\n]+\n\n(.+?)(?=\n### |\n## |\Z)", text, re.M | re.S))
+    for rule in (*K8S_RULES, *ARTIFACT_RULES):
+        body = sections.get(rule.id)
+        assert body is not None, f"{rule.id} has no section in docs/audit.md"
+        assert f"Severity **{rule.severity.label}**" in body
+        assert "Why it matters for AI workloads" in body and "How to fix" in body and "What is detected" in body
+        for name in rule.scanners.values():
+            assert name in body
