@@ -177,6 +177,14 @@ def test_caches_are_bounded(monkeypatch) -> None:
     assert len(policy._cache) <= 8 and len(policy._ids) <= 8
 
 
+def test_policy_is_immutable(shipped) -> None:
+    with pytest.raises(AttributeError):
+        shipped.mode = "audit"
+    with pytest.raises(AttributeError):
+        shipped._allow = {}
+    assert shipped.mode == "enforce"
+
+
 def test_decision_deny_and_to_dict() -> None:
     d = Decision.deny("no_peer", "no authenticated peer", policy_digest="ab", target="data-store", action="read")
     assert (d.allowed, d.code, d.would_deny, d.rule, d.source) == (False, "no_peer", False, None, None)

@@ -81,7 +81,12 @@ class Policy:
         self._cache: dict[tuple[Any, Any, Any, Any], Decision] = {}
         self._cache_get = self._cache.get
         self._isolated = spec.tenancy == "isolated"
-        self._audit = spec.mode == "audit"
+        self._audit = spec.mode == "audit"  # assigned last: from here on the object is frozen
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, "_audit"):
+            raise AttributeError("Policy is immutable; load a new one (PolicyWatcher swaps them)")
+        object.__setattr__(self, name, value)
 
     # -- identities ---------------------------------------------------------------------------
 
