@@ -154,3 +154,13 @@ def test_subprocess_python_m_ztid(tmp_path) -> None:
     assert ok.returncode == 0 and json.loads(ok.stdout)["spiffe_id"] == "spiffe://sub.test/w"
     bad = ztid("id", "check", "spiffe://sub.test/a//b")
     assert bad.returncode == 1 and "path-empty-segment" in bad.stdout
+
+
+def test_svid_verify_reads_stdin(tmp_path, capsys, monkeypatch) -> None:
+    import io
+
+    a = TestCA.create("a.test")
+    (tmp_path / "a.pem").write_bytes(a.bundle().to_pem())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(a.issue("spiffe://a.test/w").chain_pem())))
+    code, obj = run_json(capsys, "svid", "verify", "-", "--bundle", str(tmp_path / "a.pem"))
+    assert code == 0 and obj["spiffe_id"] == "spiffe://a.test/w"
