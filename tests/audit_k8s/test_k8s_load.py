@@ -147,13 +147,16 @@ def test_live_reads_core_kinds_then_optional_crds_and_strips_secret_data(tmp_pat
         if "peerauthentications" in kinds or "pytorchjobs" in kinds:
             sys.stderr.write('error: the server doesn\\'t have a resource type "x"\\n'); sys.exit(1)
         items = []
-        if kinds.startswith("namespaces"):
+        if kinds == "secrets":
+            assert args[args.index("--field-selector") + 1] == "type=kubernetes.io/service-account-token"
             items = [
-              {{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "ml"}}}},
               {{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                 "metadata": {{"name": "t", "namespace": "ml", "annotations": {{
                   "kubectl.kubernetes.io/last-applied-configuration": "{{\\"data\\": \\"c2VjcmV0\\"}}"}}}},
-                "data": {{"token": "c2VjcmV0LXRva2Vu"}}}},
+                "data": {{"token": "c2VjcmV0LXRva2Vu"}}}}]
+        if kinds.startswith("namespaces"):
+            items = [
+              {{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "ml"}}}},
               {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p", "namespace": "ml"}},
                 "spec": {{"hostIPC": True, "containers": [{{"name": "c", "image": "i"}}]}}}}]
         print(json.dumps({{"apiVersion": "v1", "kind": "List", "items": items}}))
@@ -164,6 +167,7 @@ def test_live_reads_core_kinds_then_optional_crds_and_strips_secret_data(tmp_pat
     assert any("peerauthentications" in n for n in notes) and any("pytorchjobs" in n for n in notes)
     calls = log.read_text().splitlines()
     assert calls[0].startswith("--context lab get namespaces,pods,") and "--all-namespaces -o json" in calls[0]
+    assert "secrets" not in calls[0].split()[2]  # listing Secrets is optional, and filtered by type
     report = audit_k8s([], live=True, kubectl=exe)
     ids = {f.rule.id for f in report.findings}
     assert {"ZT-K8S-004", "ZT-K8S-012", "ZT-K8S-001"} <= ids

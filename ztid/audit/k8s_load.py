@@ -28,12 +28,19 @@ __all__ = ["LIVE_KINDS", "Manifest", "load_live", "load_paths", "parse_manifests
 MAX_INPUT_BYTES = 64 << 20
 _SUFFIXES = (".yaml", ".yml", ".json")
 
-# Resource types read by --live: core kinds in one call, then optional CRDs one by one.
+# Resource types read by --live: core kinds in one call, then optional ones one by one (a CRD the
+# cluster lacks, or a kind the auditor may not list, becomes a note). Only legacy token Secrets are
+# listed, and their data is dropped on arrival.
 LIVE_KINDS = ("namespaces", "pods", "deployments", "statefulsets", "daemonsets", "replicasets",
-              "replicationcontrollers", "jobs", "cronjobs", "services", "serviceaccounts", "secrets",
-              "configmaps", "networkpolicies")
-LIVE_OPTIONAL_KINDS = ("peerauthentications.security.istio.io", "authorizationpolicies.security.istio.io",
-                       "pytorchjobs.kubeflow.org", "mpijobs.kubeflow.org")
+              "replicationcontrollers", "jobs", "cronjobs", "services", "serviceaccounts", "networkpolicies")
+LIVE_OPTIONAL_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("secrets", ("--field-selector", "type=kubernetes.io/service-account-token")),
+    ("configmaps", ()),
+    ("peerauthentications.security.istio.io", ()),
+    ("authorizationpolicies.security.istio.io", ()),
+    ("pytorchjobs.kubeflow.org", ()),
+    ("mpijobs.kubeflow.org", ()),
+)
 
 
 @dataclass(frozen=True)
@@ -232,8 +239,8 @@ def load_live(*, kubectl: str = "kubectl", context: str | None = None, namespace
     scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
     notes: list[str] = []
 
-    def get(kinds: str, *, optional: bool) -> list[Manifest]:
-        argv = [*base, "get", kinds, *scope, "-o", "json"]
+    def get(kinds: str, *, optional: bool, extra: Sequence[str] = ()) -> list[Manifest]:
+        argv = [*base, "get", kinds, *scope, *extra, "-o", "json"]
         try:
             proc = run(argv)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -248,6 +255,6 @@ def load_live(*, kubectl: str = "kubectl", context: str | None = None, namespace
         return parse_manifests(proc.stdout, source=f"kubectl get {kinds}")
 
     manifests = get(",".join(LIVE_KINDS), optional=False)
-    for kind in LIVE_OPTIONAL_KINDS:
-        manifests.extend(get(kind, optional=True))
+    for kind, extra in LIVE_OPTIONAL_KINDS:
+        manifests.extend(get(kind, optional=True, extra=extra))
     return _strip_secret_data(manifests), notes

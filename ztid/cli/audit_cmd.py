@@ -23,7 +23,7 @@ from typing import Any
 
 from ztid.audit.findings import Report, Severity
 from ztid.cli._common import EXIT_NO, EXIT_OK, EXIT_USAGE, error_exit
-from ztid.errors import ZtidError
+from ztid.errors import UsageError, ZtidError
 
 __all__ = ["register"]
 
@@ -53,7 +53,7 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 
 def _format(args: argparse.Namespace) -> str:
     if args.json and args.format not in (None, "json"):
-        raise ZtidError(f"--json conflicts with --format {args.format}")
+        raise UsageError(f"--json conflicts with --format {args.format}")
     return "json" if args.json else (args.format or "table")
 
 
@@ -108,7 +108,7 @@ def _cmd_k8s(args: argparse.Namespace) -> int:
     try:
         _format(args)
         if not args.paths and not args.live:
-            raise ZtidError("give manifest PATHS (files, directories, '-' for stdin) or --live")
+            raise UsageError("give manifest PATHS (files, directories, '-' for stdin) or --live")
         gpu = None if args.gpu_namespaces is None else {n.strip() for n in args.gpu_namespaces.split(",") if n.strip()}
         report = audit_k8s(args.paths, live=args.live, policy=_load_policy(args.policy), namespace=args.namespace,
                            gpu_namespaces=gpu, kubectl=args.kubectl, context=args.context)
