@@ -8,7 +8,7 @@ whose ``rule`` attribute names it:
   non-``spiffe`` URI;
 * ``leaf-path``: the ID has a non-root path;
 * ``leaf-ca``: ``basicConstraints`` present with ``cA=false``;
-* ``leaf-key-usage``: ``keyUsage`` present, ``digitalSignature`` set, ``keyCertSign`` and ``cRLSign`` clear;
+* ``leaf-key-usage``: ``keyUsage`` present and critical, ``digitalSignature`` set, ``keyCertSign`` and ``cRLSign`` clear;
 * ``leaf-eku``: ``extendedKeyUsage`` is optional; when present it includes ``serverAuth`` and ``clientAuth``.
 
 Signing certificates presented in the chain (``signing-ca``, ``signing-key-usage``, ``signing-path``):
@@ -146,9 +146,15 @@ def spiffe_id_from_leaf(cert: x509.Certificate) -> SpiffeId:
         raise _err("leaf-ca", "X509-SVID leaf must carry basicConstraints with cA=false (extension missing)")
     if bc.ca:
         raise _err("leaf-ca", "X509-SVID leaf must have basicConstraints cA=false (it is a CA certificate)")
-    ku = _ext(cert, x509.KeyUsage, "leaf-key-usage")
-    if ku is None:
-        raise _err("leaf-key-usage", "X509-SVID leaf must carry keyUsage (extension missing)")
+    try:
+        ku_ext = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    except x509.ExtensionNotFound:
+        raise _err("leaf-key-usage", "X509-SVID leaf must carry keyUsage (extension missing)") from None
+    except ValueError as exc:
+        raise _err("leaf-key-usage", f"certificate extensions are malformed: {exc}") from exc
+    if not ku_ext.critical:
+        raise _err("leaf-key-usage", "X509-SVID leaf keyUsage must be marked critical (X509-SVID §4.3)")
+    ku = ku_ext.value
     if not ku.digital_signature:
         raise _err("leaf-key-usage", "X509-SVID leaf keyUsage must include digitalSignature")
     if ku.key_cert_sign:

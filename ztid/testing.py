@@ -96,6 +96,8 @@ class TestCA(DevCA):
         tamper: bool = False,
         extra_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
         san_critical: bool = False,
+        key_usage_critical: bool = True,
+        eku_critical: bool = False,
         subject: x509.Name | None = None,
     ) -> Minted:
         """Mint a leaf exactly as asked, valid or not.
@@ -114,6 +116,8 @@ class TestCA(DevCA):
             tamper: flip a bit of the signature.
             extra_extensions: more (extension, critical) pairs.
             san_critical: mark the SAN critical.
+            key_usage_critical: mark keyUsage critical (X509-SVID §4.3 requires it).
+            eku_critical: mark extendedKeyUsage critical (allowed by §4.4).
             subject: the subject name (default ``O=ztid test workload``).
         """
         now = _now()
@@ -142,9 +146,9 @@ class TestCA(DevCA):
             b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         ku = _ku(digital_signature=True) if key_usage is _DEFAULT else key_usage
         if ku is not None:
-            b = b.add_extension(ku, critical=True)
+            b = b.add_extension(ku, critical=key_usage_critical)
         if eku is not None:
-            b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+            b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=eku_critical)
         for ext, critical in extra_extensions:
             b = b.add_extension(ext, critical=critical)
         leaf = b.sign(key if self_signed else issuer_key, hashes.SHA256())

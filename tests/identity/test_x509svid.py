@@ -67,6 +67,7 @@ LEAF_CASES = [
     ("cA=true", lambda ca: ca.ca_leaf(), "leaf-ca"),
     ("no basicConstraints", lambda ca: _mint(ca, ca=None), "leaf-ca"),
     ("no keyUsage", lambda ca: _mint(ca, key_usage=None), "leaf-key-usage"),
+    ("keyUsage not critical", lambda ca: _mint(ca, key_usage_critical=False), "leaf-key-usage"),
     ("keyUsage without digitalSignature", lambda ca: _mint(ca, key_usage=KU(key_encipherment=True)), "leaf-key-usage"),
     ("keyUsage with keyCertSign", lambda ca: _mint(ca, key_usage=KU(digital_signature=True, key_cert_sign=True)), "leaf-key-usage"),
     ("keyUsage with cRLSign", lambda ca: _mint(ca, key_usage=KU(digital_signature=True, crl_sign=True)), "leaf-key-usage"),
@@ -91,6 +92,7 @@ def test_leaf_rule(ca_a: TestCA, bundles: BundleSet, name: str, make, rule: str)
     [
         {},
         {"eku": None},  # EKU is optional
+        {"eku_critical": True},  # EKU MAY be critical (§4.4)
         {"key_usage": KU(digital_signature=True, key_encipherment=True)},  # keyEncipherment MAY be set
         {"dns_names": ["w.example"]},  # other SAN types MAY be present
         {"subject": x509.Name([]), "san_critical": True},  # empty Subject with critical SAN
