@@ -193,6 +193,50 @@ class WorkloadApiSource(_Publisher):
         """
         return StaticSource.from_snapshot(self.snapshot(), expires=True)
 
+    # -- JWT-SVIDs (unary calls on the same connection) ------------------------------------------
+
+    def fetch_jwt_svid(self, audience: str | list[str] | tuple[str, ...], *, timeout: float = 5.0) -> str:
+        """A fresh JWT-SVID (compact JWS) for this workload's SVID identity and ``audience``.
+
+        Raises:
+            UsageError: empty audience.
+            SourceError: the source is closed or failed closed, this is a forked child, or the
+                Workload API refused or failed the call.
+        """
+        auds = [audience] if isinstance(audience, str) else list(audience)
+        if not auds or any(not isinstance(a, str) or not a for a in auds):
+            raise UsageError(f"audience must be one or more non-empty strings, got {audience!r}")
+        subject = self.snapshot().svid.spiffe_id  # fail closed here too
+        if self._forked:
+            raise SourceError("forked child: the Workload API connection belongs to the parent; create a new source")
+        from spiffe import SpiffeId as _SpSpiffeId
+        from spiffe.errors import PySpiffeError
+
+        try:
+            jwt = self._client.fetch_jwt_svid(set(auds), _SpSpiffeId(str(subject)), timeout=timeout)
+        except PySpiffeError as exc:
+            raise SourceError(f"cannot fetch a JWT-SVID for {str(subject)!r}: {exc}") from exc
+        return str(jwt.token)
+
+    def fetch_jwt_bundles(self, *, timeout: float = 5.0) -> BundleSet:
+        """The JWT authorities of every trust domain the agent knows (a BundleSet without X.509 CAs).
+
+        Raises:
+            SourceError: as :meth:`fetch_jwt_svid`.
+        """
+        if self._closed or self._forked:
+            raise SourceError("SVID source is closed" if self._closed else "forked child: create a new source")
+        from spiffe.errors import PySpiffeError
+
+        try:
+            got = self._client.fetch_jwt_bundles(timeout=timeout)
+        except PySpiffeError as exc:
+            raise SourceError(f"cannot fetch JWT bundles: {exc}") from exc
+        try:
+            return BundleSet(Bundle(TrustDomain(b.trust_domain.name), (), dict(b.jwt_authorities)) for b in got.bundles)
+        except ZtidError as exc:
+            raise SourceError(f"the Workload API sent unusable JWT bundles: {exc}") from exc
+
     # -- the stream ------------------------------------------------------------------------------
 
     def _supervise(self) -> None:

@@ -214,3 +214,27 @@ def test_parse_endpoint_returns_input_or_raises_usage_error(value: str) -> None:
         assert parse_endpoint(value) == value
     except UsageError:
         pass
+
+
+def test_jwt_svid_and_bundles_from_the_same_source(agent, sources) -> None:
+    from ztid.jwtsvid import validate_jwt_svid
+
+    src = sources(agent.endpoint)
+    token = src.fetch_jwt_svid("data-store")
+    bundles = src.fetch_jwt_bundles()
+    assert set(bundles) == {DEV} and bundles[DEV].jwt_authorities and not bundles[DEV].x509_authorities
+    assert validate_jwt_svid(token, bundles, "data-store").spiffe_id == TRAINING
+    with pytest.raises(UsageError):
+        src.fetch_jwt_svid([])
+
+
+def test_jwt_svid_is_refused_once_the_source_failed_closed(start_agent, short_dir, entries_yaml, my_uid, sources, wait) -> None:
+    sel = short_dir / "sel.yaml"
+    sel.write_text(entries_yaml(("spiffe://dev.local/training", {"uid": my_uid})))
+    agent = start_agent(selectors=sel)
+    src = sources(agent.endpoint)
+    assert src.fetch_jwt_svid(["a", "b"])
+    agent.state.set_entries(())
+    wait(lambda: src.last_error is not None, what="fail closed")
+    with pytest.raises(SourceError):
+        src.fetch_jwt_svid("a")
