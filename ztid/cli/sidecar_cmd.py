@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from ztid.cli._common import EXIT_OK, EXIT_USAGE, add_json_flag, emit, error_exit
+from ztid.cli._common import EXIT_NO, EXIT_OK, EXIT_USAGE, add_json_flag, emit, error_exit
 from ztid.errors import ConfigError, IdentityError, PolicyError, ZtidError
 
 __all__ = ["register"]
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "file: --policy FILE --bundle FILE --listen unix:PATH|HOST:PORT. Flags override the file. "
                     "SIGHUP reloads the policy; SIGTERM drains in-flight checks and exits 0.",
     )
-    p.add_argument("--config", metavar="FILE", help="sidecar YAML config (see docs/sidecar.md)")
+    p.add_argument("--config", metavar="FILE", help="sidecar YAML config (see sidecar/README.md)")
     p.add_argument("--policy", metavar="FILE", help="policy.yaml")
     p.add_argument("--bundle", action="append", metavar="FILE", help="trust bundle (PEM or SPIFFE JSON); repeatable")
     p.add_argument("--trust-domain", metavar="TD", help="trust domain of JSON --bundle files")
@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--reflection", action="store_true", default=None, help="enable gRPC server reflection")
     p.add_argument("--check-config", action="store_true", help="validate config and policy, print a summary, exit")
+    p.add_argument("--probe", action="store_true",
+                   help="ask a running sidecar's gRPC health service (first --listen, else the config's): "
+                        "0 SERVING, 1 not serving or unreachable (for Kubernetes exec probes)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     add_json_flag(p)
     p.set_defaults(func=_run)
@@ -66,10 +69,36 @@ def build_config(args: argparse.Namespace) -> Any:
     return SidecarConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _probe(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from ztid.sidecar.config import load_config, parse_listen
+
+    try:
+        address = parse_listen(args.listen[0]) if args.listen else load_config(args.config).listen[0] if args.config \
+            else None
+    except ConfigError as exc:
+        return error_exit(args, exc, code=EXIT_USAGE, kind="config")
+    if address is None:
+        return error_exit(args, ConfigError("--probe needs --listen ADDR or --config FILE"), code=EXIT_USAGE)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+    except grpc.RpcError as exc:
+        emit(args, {"ok": False, "serving": False, "error": str(exc.code())}, f"not serving: {exc.code()}")
+        return EXIT_NO
+    serving = status == health_pb2.HealthCheckResponse.SERVING
+    emit(args, {"ok": serving, "serving": serving}, "serving" if serving else "not serving")
+    return EXIT_OK if serving else EXIT_NO
+
+
 def _run(args: argparse.Namespace) -> int:
     from ztid.policy import load_policy
     from ztid.sidecar.server import Sidecar
 
+    if args.probe:
+        return _probe(args)
     try:
         config = build_config(args)
         policy = load_policy(config.policy)  # a broken policy stops the start (exit 2), never a deny-all server
