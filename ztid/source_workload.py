@@ -324,7 +324,8 @@ class WorkloadApiSource(_Publisher):
         self._stop = threading.Event()
         self._stop.set()
         _KEEP_ALIVE_IN_CHILD.extend([self._client, self._cancel])
-        self._error = SourceError("forked child: serving the parent's last SVID until it expires (no updates)")
+        if self._snapshot is not None:  # a parent that had failed closed stays failed closed, same reason
+            self._error = SourceError("forked child: serving the parent's last SVID until it expires (no updates)")
         self._clear_subscribers()
 
     def close(self) -> None:

@@ -201,3 +201,25 @@ def test_pytorch_dataloader_fork_workers_use_the_handoff(agent) -> None:
         assert os.getpid() not in {p for _, p in rows}  # really served by worker processes
     finally:
         src.close()
+
+
+def test_a_failed_closed_source_stays_closed_in_the_child(start_agent, short_dir, entries_yaml, my_uid, wait) -> None:
+    sel = short_dir / "sel.yaml"
+    sel.write_text(entries_yaml(("spiffe://dev.local/training", {"uid": my_uid})))
+    agent = start_agent(selectors=sel)
+    src = WorkloadApiSource(agent.endpoint, timeout=5)
+    try:
+        agent.state.set_entries(())
+        wait(lambda: src.last_error is not None and "PERMISSION_DENIED" in str(src.last_error), what="fail closed")
+
+        def child():
+            try:
+                src.snapshot()
+            except SourceError as exc:
+                return str(exc)
+            return "served"
+
+        status, message = _in_fork(child)
+        assert status == "ok" and "PERMISSION_DENIED" in message
+    finally:
+        src.close()
