@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ztid.bundle import BundleSet
     from ztid.svid import X509Svid
 
-__all__ = ["StaticSource", "SvidSnapshot", "SvidSource"]
+__all__ = ["FileSource", "StaticSource", "SvidSnapshot", "SvidSource", "WorkloadApiSource"]
 
 log = logging.getLogger("ztid.source")
 
@@ -242,3 +242,17 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def __getattr__(name: str) -> Any:
+    # The other sources live in their own modules, imported only when asked for (the Workload API
+    # source pulls in gRPC and the spiffe package).
+    if name == "FileSource":
+        from ztid.source_files import FileSource
+
+        return FileSource
+    if name == "WorkloadApiSource":
+        from ztid.source_workload import WorkloadApiSource
+
+        return WorkloadApiSource
+    raise AttributeError(f"module 'ztid.source' has no attribute {name!r}")

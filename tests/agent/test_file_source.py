@@ -149,3 +149,14 @@ def test_closed_source_raises(files) -> None:
     with pytest.raises(SourceError, match="closed"):
         src.snapshot()
     assert src.reload() is False
+
+
+def test_sources_are_reachable_from_ztid_source_without_importing_grpc_eagerly() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, ztid.source as s; assert 'grpc' not in sys.modules; "
+            "from ztid.source import FileSource, WorkloadApiSource; print(FileSource.__module__, WorkloadApiSource.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ztid.source_files", "ztid.source_workload"]
