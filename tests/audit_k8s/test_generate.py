@@ -22,6 +22,7 @@ from ztid.errors import UsageError
 from ztid.generate.k8s import generate_k8s
 from ztid.generate.matrix import sa_id
 from ztid.policy import Policy, parse_policy
+from ztid.spiffeid import SpiffeId
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -351,3 +352,52 @@ def test_cli_stdout_out_dir_and_json(capsys, tmp_path):
 ])
 def test_cli_errors_exit_2(capsys, argv):
     assert main(argv) == 2
+
+
+# -- property: random policies ---------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_COMPONENTS = ["a", "b", "c", "d"]
+
+
+@st.composite
+def _policies(draw):
+    tenancy = draw(st.sampled_from(["isolated", "shared"]))
+    mode = draw(st.sampled_from(["enforce", "audit"]))
+    lines = ["version: 1", "trust_domain: td.example", "identities:",
+             "  - spiffe://td.example/ns/{tenant}/sa/{component}",
+             "  - spiffe://td.example/{component}/{workload...}",
+             f"tenancy: {tenancy}", f"mode: {mode}", "components:"]
+    for src in _COMPONENTS:
+        allow, deny = {}, []
+        for tgt in _COMPONENTS:
+            choice = draw(st.sampled_from(["none", "deny", "read", "write", "both"]))
+            if choice == "deny":
+                deny.append(tgt)
+            elif choice != "none":
+                allow[tgt] = ["read", "write"] if choice == "both" else [choice]
+        body = {}
+        if allow:
+            body["allow"] = allow
+        if deny:
+            body["deny"] = deny
+        lines.append(f"  {src}: {json.dumps(body)}")
+    return parse_policy("\n".join(lines) + "\n", name="random.yaml")
+
+
+@settings(max_examples=25, deadline=None)
+@given(pol=_policies())
+def test_property_generated_rules_equal_decide(pol):
+    gen = generate_k8s(pol, namespaces=["n1", "n2"])
+    nps, aps = _kinds(gen.objects, "NetworkPolicy"), _kinds(gen.objects, "AuthorizationPolicy")
+    for (sns, src), (dns, dst) in product(product(["n1", "n2"], _COMPONENTS), repeat=2):
+        want = policy_allows(pol, sns, src, dns, dst)
+        assert netpol_allows(nps, _pod(sns, src), _pod(dns, dst)) == want, (sns, src, dns, dst)
+        assert istio_allows(aps, f"td.example/ns/{sns}/sa/{src}", _pod(dns, dst)) == want, (sns, src, dns, dst)
+        # the /{component}/{workload...} identities: Istio admits them exactly when decide() does
+        flat = SpiffeId.parse(f"spiffe://td.example/{src}/w")
+        want_flat = any((d := pol.decide(flat, sa_id(pol, dns, dst), a)).allowed and not d.would_deny
+                        for a in pol.actions)
+        assert istio_allows(aps, f"td.example/{src}/w", _pod(dns, dst)) == want_flat, (src, dns, dst)

@@ -177,3 +177,23 @@ def test_system_namespaces_get_workload_checks_not_posture_checks():
     text = _pod("hostNetwork: true").replace("team-a", "kube-system")
     ids = {f.rule.id for f in audit_manifests(parse_manifests(text)).findings}
     assert "ZT-K8S-002" in ids and "ZT-K8S-001" not in ids and "ZT-K8S-010" not in ids
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ztid.audit.k8s_secrets import _VALUE_PATTERNS, credential_reason  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["DB_PASSWORD", "HF_TOKEN", "API_KEY", "LOG_LEVEL", "X"]) | st.text(max_size=20),
+       value=st.text(min_size=4, max_size=60) | st.from_regex(r"hf_[A-Za-z0-9]{34}", fullmatch=True)
+       | st.from_regex(r"AKIA[0-9A-Z]{16}", fullmatch=True))
+def test_credential_reason_never_echoes_the_value(name, value):
+    reason = credential_reason(name, value)
+    # a reason comes from a fixed vocabulary, so it cannot carry any part of the value
+    vocabulary = {f"value looks like {what}" for what, _ in _VALUE_PATTERNS}
+    vocabulary.add("name suggests a secret and it has a literal value")
+    assert reason is None or reason in vocabulary
+    if value.startswith(("hf_", "AKIA")) and reason is None:
+        raise AssertionError(f"token shape not recognised: {value!r}")
