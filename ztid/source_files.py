@@ -69,8 +69,11 @@ class FileSource(_Publisher):
             raise UsageError("FileSource needs at least one bundle file")
         if not poll_interval > 0:
             raise UsageError(f"poll_interval must be positive, got {poll_interval!r}")
-        self._cert, self._key = os.fspath(cert_path), os.fspath(key_path)
-        self._bundle_paths = [os.fspath(p) for p in bundle_paths]
+        try:
+            self._cert, self._key = os.fspath(cert_path), os.fspath(key_path)
+            self._bundle_paths = [os.fspath(p) for p in bundle_paths]
+        except TypeError as exc:
+            raise UsageError(f"FileSource paths must be str or os.PathLike: {exc}") from exc
         self._trust_domain = trust_domain
         self._interval = float(poll_interval)
         self._lock = threading.Lock()

@@ -160,3 +160,11 @@ def test_sources_are_reachable_from_ztid_source_without_importing_grpc_eagerly()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ztid.source_files", "ztid.source_workload"]
+
+
+def test_bad_arguments_are_usage_errors(files) -> None:
+    cert, key, bundle = files
+    with pytest.raises(UsageError):
+        FileSource(None, key, bundle)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        FileSource(cert, key, bundle, poll_interval=0)

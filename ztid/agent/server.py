@@ -15,7 +15,7 @@ from ztid._proto import workload_pb2_grpc as pb_grpc
 from ztid.agent.frontdoor import FrontDoor
 from ztid.agent.service import WorkloadApiServicer
 from ztid.agent.state import AgentState
-from ztid.errors import SourceError
+from ztid.errors import SourceError, UsageError
 from ztid.spiffeid import SpiffeId
 
 __all__ = ["DevAgent"]
@@ -37,7 +37,8 @@ class DevAgent:
         max_streams: how many RPCs may run at once (each open stream holds one worker thread).
 
     Raises:
-        UsageError, ConfigError: as :class:`~ztid.agent.state.AgentState`.
+        UsageError: a bad option (also as :class:`~ztid.agent.state.AgentState`).
+        ConfigError: as :class:`~ztid.agent.state.AgentState`.
     """
 
     def __init__(
@@ -52,6 +53,8 @@ class DevAgent:
         jwt_ttl: dt.timedelta = dt.timedelta(minutes=5),
         max_streams: int = 64,
     ) -> None:
+        if type(max_streams) is not int or max_streams < 1:
+            raise UsageError(f"max_streams must be a positive integer, got {max_streams!r}")
         self.state = AgentState(ca_dir, spiffe_id=spiffe_id, selectors=selectors, ttl=ttl,
                                 rotate_every=rotate_every, jwt_ttl=jwt_ttl)
         self.socket_path = os.path.abspath(os.fspath(socket_path))
