@@ -173,10 +173,20 @@ def test_namespace_filter(policy):
     assert {f.resource.name for f in report.findings if f.resource.kind == "Namespace"} == {"scratch"}
 
 
-def test_system_namespaces_get_workload_checks_not_posture_checks():
-    text = _pod("hostNetwork: true").replace("team-a", "kube-system")
-    ids = {f.rule.id for f in audit_manifests(parse_manifests(text)).findings}
-    assert "ZT-K8S-002" in ids and "ZT-K8S-001" not in ids and "ZT-K8S-010" not in ids
+def test_system_namespaces_get_workload_checks_not_posture_or_policy_checks(policy):
+    text = _pod("hostNetwork: true", "resources: {limits: {nvidia.com/gpu: 1}}").replace("team-a", "kube-system")
+    ids = {f.rule.id for f in audit_manifests(parse_manifests(text), policy=policy, gpu_namespaces=()).findings}
+    assert "ZT-K8S-002" in ids and not ids & {"ZT-K8S-001", "ZT-K8S-010", "ZT-K8S-016", "ZT-K8S-017"}
+    same_in_tenant = text.replace("kube-system", "team-a")
+    ids = {f.rule.id for f in audit_manifests(parse_manifests(same_in_tenant), policy=policy,
+                                              gpu_namespaces=()).findings}
+    assert {"ZT-K8S-001", "ZT-K8S-010", "ZT-K8S-016", "ZT-K8S-017"} <= ids
+
+
+def test_exclude_namespaces(policy):
+    report = audit_k8s([FIXTURES / "platform-bad"], policy=policy, exclude_namespaces=["scratch"])
+    assert "scratch" not in {f.resource.namespace or f.resource.name for f in report.findings}
+    assert any(f.resource.namespace == "team-b" for f in report.findings)
 
 
 from hypothesis import given, settings  # noqa: E402

@@ -38,14 +38,15 @@ def _findings(inv: Inventory, policy: Policy | None, gpu_namespaces: Collection[
 
 
 def audit_manifests(manifests: Iterable[Manifest], *, policy: Policy | None = None, namespace: str | None = None,
-                    gpu_namespaces: Collection[str] | None = None, inputs: Iterable[str] = (),
-                    notes: Iterable[str] = ()) -> Report:
+                    exclude_namespaces: Iterable[str] = (), gpu_namespaces: Collection[str] | None = None,
+                    inputs: Iterable[str] = (), notes: Iterable[str] = ()) -> Report:
     """Audit already-loaded objects.
 
     Args:
         manifests: the objects (see :mod:`ztid.audit.k8s_load`).
         policy: enables the policy checks ZT-K8S-016 and ZT-K8S-017.
         namespace: audit only this namespace (plus the Istio root namespace's mesh-wide policies).
+        exclude_namespaces: leave these namespaces out entirely.
         gpu_namespaces: if given, GPUs are allowed only in these namespaces (ZT-K8S-017).
         inputs: what was read, for the report.
         notes: what could not be looked at, for the report.
@@ -53,7 +54,7 @@ def audit_manifests(manifests: Iterable[Manifest], *, policy: Policy | None = No
     Raises:
         AuditError: an object the checks read is malformed.
     """
-    inv = build_inventory(manifests, namespace=namespace)
+    inv = build_inventory(manifests, namespace=namespace, exclude=exclude_namespaces)
     notes = list(notes)
     if policy is None:
         notes.append("no --policy given: ZT-K8S-016 and ZT-K8S-017 were not checked")
@@ -61,8 +62,9 @@ def audit_manifests(manifests: Iterable[Manifest], *, policy: Policy | None = No
 
 
 def audit_k8s(paths: Iterable[str | os.PathLike[str]] = (), *, live: bool = False, policy: Policy | None = None,
-              namespace: str | None = None, gpu_namespaces: Collection[str] | None = None,
-              kubectl: str = "kubectl", context: str | None = None) -> Report:
+              namespace: str | None = None, exclude_namespaces: Iterable[str] = (),
+              gpu_namespaces: Collection[str] | None = None, kubectl: str = "kubectl",
+              context: str | None = None) -> Report:
     """Audit manifest files/directories, and with ``live=True`` the cluster ``kubectl`` points at.
 
     Raises:
@@ -76,5 +78,5 @@ def audit_k8s(paths: Iterable[str | os.PathLike[str]] = (), *, live: bool = Fals
         live_manifests, notes = load_live(kubectl=kubectl, context=context, namespace=namespace)
         manifests.extend(live_manifests)
         inputs.append(f"kubectl{' --context ' + context if context else ''}")
-    return audit_manifests(manifests, policy=policy, namespace=namespace, gpu_namespaces=gpu_namespaces,
-                           inputs=inputs, notes=notes)
+    return audit_manifests(manifests, policy=policy, namespace=namespace, exclude_namespaces=exclude_namespaces,
+                           gpu_namespaces=gpu_namespaces, inputs=inputs, notes=notes)

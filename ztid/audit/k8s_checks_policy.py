@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 
 from ztid.audit import k8s_rules as R
 from ztid.audit.findings import Finding
-from ztid.audit.k8s_inventory import Inventory
+from ztid.audit.k8s_inventory import SYSTEM_NAMESPACES, Inventory
 from ztid.audit.k8s_podspec import Workload, as_map
 from ztid.errors import IdentityError
 from ztid.policy import Policy
@@ -99,5 +99,7 @@ def check_policy(inv: Inventory, policy: Policy, *, gpu_namespaces: Collection[s
         AuditError: a field the checks read has the wrong type.
     """
     for w in inv.workloads:
+        if w.namespace in SYSTEM_NAMESPACES:
+            continue  # platform namespaces are not tenants of the policy
         yield from check_identity(w, policy)
         yield from check_gpu(w, policy, gpu_namespaces)

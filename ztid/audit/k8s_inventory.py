@@ -17,9 +17,12 @@ from ztid.audit.k8s_podspec import Workload, as_list, as_map, workloads
 
 __all__ = ["Inventory", "SYSTEM_NAMESPACES", "build_inventory"]
 
-# Control-plane namespaces: their workloads are audited, their namespace-wide posture is not.
+# Platform namespaces: their workloads get the pod checks, but not the namespace-posture checks nor
+# the policy checks (they are not tenants of policy.yaml).
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "istio-system", "spire",
-                               "spire-system", "cert-manager", "gatekeeper-system", "local-path-storage"})
+                               "spire-system", "cert-manager", "gatekeeper-system", "local-path-storage",
+                               "gpu-operator", "nvidia-gpu-operator", "nvidia-network-operator",
+                               "network-operator"})
 ISTIO_ROOT_NAMESPACE = "istio-system"
 
 
@@ -67,8 +70,9 @@ def _labels(m: Manifest) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in raw.items()}
 
 
-def build_inventory(manifests: Iterable[Manifest], *, namespace: str | None = None) -> Inventory:
-    """Index ``manifests``; with ``namespace``, keep only that namespace's objects.
+def build_inventory(manifests: Iterable[Manifest], *, namespace: str | None = None,
+                    exclude: Iterable[str] = ()) -> Inventory:
+    """Index ``manifests``; with ``namespace``, keep only that namespace's objects; drop ``exclude``'s.
 
     Raises:
         AuditError: an object the checks read has a field of the wrong type.
@@ -76,8 +80,11 @@ def build_inventory(manifests: Iterable[Manifest], *, namespace: str | None = No
     items = list(manifests)
     present = {(m.kind, m.namespace or "default", m.name) for m in items}
     inv = Inventory()
+    skip = frozenset(exclude)
     for m in items:
         ns = m.namespace or "default"
+        if (m.name if m.kind == "Namespace" else ns) in skip:
+            continue
         if m.kind != "Namespace":  # a namespace's findings point at its first object until its own is seen
             inv.namespace_locations.setdefault(ns, m.location)
         if m.kind == "Namespace":

@@ -111,7 +111,8 @@ def _cmd_k8s(args: argparse.Namespace) -> int:
             raise UsageError("give manifest PATHS (files, directories, '-' for stdin) or --live")
         gpu = None if args.gpu_namespaces is None else {n.strip() for n in args.gpu_namespaces.split(",") if n.strip()}
         report = audit_k8s(args.paths, live=args.live, policy=_load_policy(args.policy), namespace=args.namespace,
-                           gpu_namespaces=gpu, kubectl=args.kubectl, context=args.context)
+                           exclude_namespaces=args.exclude_namespace, gpu_namespaces=gpu, kubectl=args.kubectl,
+                           context=args.context)
     except (ZtidError, OSError) as exc:
         return _error(args, exc)
     return _finish(args, report)
@@ -146,6 +147,8 @@ def register(subparsers: Any) -> None:
     k8s.add_argument("--kubectl", default="kubectl", metavar="EXE", help="kubectl executable (default kubectl)")
     k8s.add_argument("--context", default=None, help="kubeconfig context for --live")
     k8s.add_argument("--namespace", "-n", default=None, help="audit only this namespace")
+    k8s.add_argument("--exclude-namespace", action="append", default=[], metavar="NS",
+                     help="leave this namespace out (repeatable)")
     k8s.add_argument("--policy", default=None, metavar="FILE",
                      help="policy.yaml: enables the identity (ZT-K8S-016) and GPU namespace (ZT-K8S-017) checks")
     k8s.add_argument("--gpu-namespaces", default=None, metavar="NS,...",
