@@ -21,8 +21,8 @@ from ztid.bundle import Bundle, BundleSet
 from ztid.errors import SvidError
 from ztid.jwtsvid import mint_jwt_svid, validate_jwt_svid
 
-NUMBER = 1000
-REPEAT = 9
+NUMBER = 500
+REPEAT = 21
 AUDIENCE = "spiffe://ai-platform.example/registry"
 
 

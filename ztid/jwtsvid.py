@@ -43,7 +43,7 @@ _MIN_RSA_BITS: Final = 2048
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
 _B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_VALUE: Final = {ch: i for i, ch in enumerate(_B64_ALPHABET)}
-_TO_STD_B64: Final = str.maketrans("-_", "+/")
+_TO_STD_B64: Final = bytes.maketrans(b"-_", b"+/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ def _b64decode(part: str, what: str) -> bytes:
     if rest and _B64_VALUE[part[-1]] & (0xF if rest == 2 else 0x3):
         raise _fail(f"the {what} part is not canonical base64url")
     try:
-        return binascii.a2b_base64(part.translate(_TO_STD_B64) + "=" * (-rest % 4), strict_mode=True)
+        return binascii.a2b_base64((part + "=" * (-rest % 4)).encode("ascii").translate(_TO_STD_B64), strict_mode=True)
     except binascii.Error as exc:  # pragma: no cover - the checks above leave nothing for it to reject
         raise _fail(f"the {what} part is not valid base64url") from exc
 
