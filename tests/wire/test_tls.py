@@ -300,3 +300,32 @@ def test_closed_source_fails_closed(pki, policy):
 
     with pytest.raises(SourceError):
         tls.connect(("127.0.0.1", 9), source=source, policy=policy, expect="data-store")
+
+
+class _Broken:
+    """A policy whose every method fails: an enforcement point that cannot decide must refuse."""
+
+    digest = "broken"
+
+    def identify(self, spiffe_id):
+        raise RuntimeError("policy engine exploded")
+
+    def __getattr__(self, name):
+        raise RuntimeError("policy engine exploded")
+
+
+def test_unexpected_errors_refuse_and_the_listener_keeps_serving(pki, policy, serve):
+    switch = _Switch(_Broken())
+    server = serve(pki.source("/data-store/main"), switch)
+    client = pki.source("/training/job-7")
+    assert attempt(lambda: tls.connect(server.address, source=client, policy=policy, expect="data-store"))
+    exc = server.wait_reject()
+    assert isinstance(exc, (TransportError, PermissionDenied))
+    if isinstance(exc, PermissionDenied):
+        assert exc.decision.code == "internal_error"
+    switch.current = policy
+    with tls.connect(server.address, source=client, policy=policy, expect="data-store") as conn:
+        conn.sendall(b"ok")
+        assert conn.recv(10) == b"OK"
+    with pytest.raises(TransportError):
+        tls.connect(server.address, source=client, policy=_Broken(), expect="data-store")

@@ -29,7 +29,7 @@ import socket
 import ssl
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ztid.enforce._peer import PeerAuthorizer, PolicyLike, Verdict, authorize_inbound, authorize_outbound
 from ztid.enforce._tlsctx import ContextCache, build_context, peer_chains
@@ -90,6 +90,13 @@ class ZtidSocket(ssl.SSLSocket):
 def _check_address(address: Address) -> None:
     if not isinstance(address, (tuple, str, os.PathLike)):
         raise UsageError(f"address must be (host, port) or a unix socket path, not {address!r}")
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Re-raise ztid errors and interrupts as they are; anything else as a TransportError (fail closed)."""
+    if isinstance(exc, (ZtidError, KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
+        raise exc
+    raise TransportError(f"cannot authorize the peer: {type(exc).__name__}: {exc}") from exc
 
 
 def _default_on_reject(exc: ZtidError, address: Any) -> None:
@@ -184,9 +191,9 @@ class Listener:
             presented, verified = peer_chains(conn)
             verdict = authorize_inbound(self._authz, presented, verified, snap, self._policy, self._action)
             conn.settimeout(None)
-        except BaseException:
+        except BaseException as exc:
             conn.close()
-            raise
+            _reraise(exc)
         assert isinstance(conn, ZtidSocket)
         conn._ztid_set(verdict)
         return conn
@@ -311,9 +318,9 @@ def connect(
     try:
         presented, verified = peer_chains(conn)
         verdict = authorize_outbound(authz, presented, verified, snap, policy, expect, action)
-    except BaseException:
+    except BaseException as exc:
         conn.close()
-        raise
+        _reraise(exc)
     assert isinstance(conn, ZtidSocket)
     conn._ztid_set(verdict)
     return conn
@@ -331,8 +338,11 @@ def authorize(
         TransportError: the client's chain does not verify against its own trust domain's bundle.
         PermissionDenied: the policy refuses the client.
     """
-    presented, verified = peer_chains(conn)
-    return authorize_inbound(_authorizer_for(source), presented, verified, source.snapshot(), policy, action)
+    try:
+        presented, verified = peer_chains(conn)
+        return authorize_inbound(_authorizer_for(source), presented, verified, source.snapshot(), policy, action)
+    except BaseException as exc:
+        _reraise(exc)
 
 
 _authorizers: "weakref.WeakKeyDictionary[Any, PeerAuthorizer]" = weakref.WeakKeyDictionary()

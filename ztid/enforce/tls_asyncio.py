@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ztid.enforce._peer import PeerAuthorizer, PolicyLike, authorize_inbound, authorize_outbound
 from ztid.enforce._tlsctx import ContextCache, build_context, peer_chains
-from ztid.enforce.tls import _client_parts
+from ztid.enforce.tls import _client_parts, _reraise
 from ztid.errors import TransportError, UsageError, ZtidError
 from ztid.spiffeid import SpiffeId
 
@@ -103,9 +103,10 @@ async def start_server(
             _, snap = contexts.current()
             presented, verified = peer_chains(writer.get_extra_info("ssl_object"))
             verdict = authorize_inbound(authz, presented, verified, snap, policy, action)
-        except ZtidError as exc:
+        except Exception as exc:  # fail closed: nothing but an authorized peer reaches the handler
             writer.close()
-            reject(exc, writer.get_extra_info("peername"))
+            err = exc if isinstance(exc, ZtidError) else TransportError(f"cannot authorize the peer: {type(exc).__name__}: {exc}")
+            reject(err, writer.get_extra_info("peername"))
             return
         from ztid.enforce.require import peer_scope
 
@@ -162,7 +163,7 @@ async def open_connection(
     try:
         presented, verified = peer_chains(writer.get_extra_info("ssl_object"))
         verdict = authorize_outbound(authz, presented, verified, snap, policy, expect, action)
-    except BaseException:
+    except BaseException as exc:
         writer.close()
-        raise
+        _reraise(exc)
     return reader, writer, verdict.peer
