@@ -172,8 +172,8 @@ class WorkloadApiSource(_Publisher):
             snap, err, closed = self._snapshot, self._error, self._closed
         if closed:
             raise SourceError("SVID source is closed")
-        if snap is None:
-            raise err or SourceError("no SVID")
+        if snap is None:  # a fresh exception each time: re-raising one instance grows its traceback
+            raise SourceError(str(err) if err else "no SVID")
         if dt.datetime.now(dt.timezone.utc) >= snap.svid.not_after:
             why = f" (last Workload API error: {err})" if err else ""
             raise SourceError(f"SVID {str(snap.svid.spiffe_id)!r} expired at {snap.svid.not_after.isoformat()} "
