@@ -73,6 +73,8 @@ def _outcome(kit, token):
     try:
         return validate_jwt_svid(token, kit.bundles, kit.AUD, at=kit.NOW)
     except SvidError as exc:  # anything else (incl. UsageError) fails the test
+        # Messages go to logs: whatever the input, they are one printable line (no log injection).
+        assert str(exc).isprintable(), repr(str(exc))
         return exc
 
 
