@@ -71,11 +71,18 @@ class FrontDoor:
             listener.close()
             raise SourceError(f"cannot listen on {self.public_path!r}: {exc.strerror or exc}") from exc
         ready = threading.Event()
+        failed: list[BaseException] = []
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            try:
+                self._server = loop.run_until_complete(asyncio.start_unix_server(self._handle, sock=listener))
+            except BaseException as exc:  # reported to start(); never leave it waiting
+                failed.append(exc)
+                loop.close()
+                ready.set()
+                return
             self._loop = loop
-            self._server = loop.run_until_complete(asyncio.start_unix_server(self._handle, sock=listener))
             ready.set()
             loop.run_forever()
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -84,6 +91,9 @@ class FrontDoor:
         self._thread = threading.Thread(target=run, name="ztid-agent-frontdoor", daemon=True)
         self._thread.start()
         ready.wait()
+        if failed:
+            listener.close()
+            raise SourceError(f"cannot serve {self.public_path!r}: {failed[0]}") from failed[0]
 
     def stop(self) -> None:
         """Stop accepting, drop every relayed connection, remove the sockets."""
