@@ -34,7 +34,7 @@ from ztid.spiffeid import SpiffeId, TrustDomain
 __all__ = ["ALGORITHMS", "DEFAULT_LEEWAY", "MAX_TOKEN_LENGTH", "VerifiedJwt", "mint_jwt_svid", "validate_jwt_svid"]
 
 MAX_TOKEN_LENGTH: Final = 16 * 1024
-"""Longest token accepted, in characters (a JWT-SVID is typically 400-900)."""
+"""Longest token accepted, in characters (a JWT-SVID is typically 300-900)."""
 DEFAULT_LEEWAY: Final = timedelta(seconds=30)
 """Clock skew tolerated on ``exp``, ``nbf`` and ``iat`` (see docs/jwt-svid.md for why 30 s)."""
 MAX_LEEWAY: Final = timedelta(minutes=5)
