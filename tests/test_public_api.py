@@ -9,7 +9,8 @@ EXPECTED = [
     "DecryptionError", "Identity", "IdentityError", "KeyReleaseError", "KeyringError", "PermissionDenied",
     "Policy", "PolicyError", "SigningError", "SourceError", "SpiffeId", "SvidError", "TransportError",
     "TrustDomain", "UsageError", "VerificationError", "VerifiedJwt", "VerifiedSvid", "X509Svid",
-    "ZtidError", "__version__", "load_policy", "peer_scope", "require", "requires", "validate_jwt_svid",
+    "ZtidError", "__version__", "load_policy", "parse_policy", "PolicyWatcher", "current_peer",
+    "spiffe_id_from_leaf", "DevCA", "peer_scope", "require", "requires", "validate_jwt_svid",
     "verify_x509_svid",
 ]
 

@@ -43,6 +43,11 @@ _EXPORTS: dict[str, str] = {
     "Policy": "ztid.policy",
     "Decision": "ztid.policy",
     "load_policy": "ztid.policy",
+    "parse_policy": "ztid.policy",
+    "PolicyWatcher": "ztid.policy.watch",
+    "current_peer": "ztid.enforce.require",
+    "spiffe_id_from_leaf": "ztid.svid",
+    "DevCA": "ztid.devca",
     "require": "ztid.enforce.require",
     "requires": "ztid.enforce.require",
     "peer_scope": "ztid.enforce.require",
@@ -66,13 +71,15 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from ztid.bundle import Bundle, BundleSet
-    from ztid.enforce.require import peer_scope, require, requires
+    from ztid.enforce.require import current_peer, peer_scope, require, requires
     from ztid.errors import (
         AuditError, BundleError, ConfigError, CryptoError, DecryptionError, IdentityError, KeyReleaseError,
         KeyringError, PermissionDenied, PolicyError, SigningError, SourceError, SvidError, TransportError,
         UsageError, VerificationError, ZtidError,
     )
     from ztid.identity import Identity
-    from ztid.policy import Decision, Policy, load_policy
+    from ztid.policy import Decision, Policy, load_policy, parse_policy
+    from ztid.policy.watch import PolicyWatcher
+    from ztid.devca import DevCA
     from ztid.spiffeid import SpiffeId, TrustDomain
-    from ztid.svid import VerifiedJwt, VerifiedSvid, X509Svid, validate_jwt_svid, verify_x509_svid
+    from ztid.svid import VerifiedJwt, VerifiedSvid, X509Svid, spiffe_id_from_leaf, validate_jwt_svid, verify_x509_svid

@@ -80,7 +80,15 @@ class BundleError(ZtidError):
 
 
 class SvidError(ZtidError):
-    """An SVID is malformed, breaks a SPIFFE rule, or does not verify."""
+    """An SVID is malformed, breaks a SPIFFE rule, or does not verify.
+
+    Attributes:
+        rule: a short name of the rule it broke (e.g. ``"leaf-ca"``, ``"expired"``), or ``""``.
+    """
+
+    def __init__(self, message: str, *, rule: str = "") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class VerificationError(SvidError):

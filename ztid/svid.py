@@ -52,9 +52,7 @@ __all__ = [
 
 
 def _err(rule: str, message: str, cls: type[SvidError] = SvidError) -> SvidError:
-    exc = cls(f"{message} [rule: {rule}]")
-    exc.rule = rule  # type: ignore[attr-defined]
-    return exc
+    return cls(f"{message} [rule: {rule}]", rule=rule)
 
 
 def _ext(cert: x509.Certificate, ext_cls: type[Any], rule: str) -> Any:
