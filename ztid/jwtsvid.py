@@ -16,6 +16,7 @@ import binascii
 import json
 import math
 import re
+import reprlib
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
 _B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_VALUE: Final = {ch: i for i, ch in enumerate(_B64_ALPHABET)}
 _TO_STD_B64: Final = bytes.maketrans(b"-_", b"+/")
+_REPR: Final = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 80, 80, 6, 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +104,8 @@ def _deny(why: str) -> VerificationError:
 
 
 def _q(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """Quote a token-supplied value for a message: bounded in length and depth, one printable line."""
+    return _REPR.repr(value)
 
 
 def _b64decode(part: str, what: str) -> bytes:
@@ -128,7 +131,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {_q(key)}")
         obj[key] = value
     return obj
 
@@ -255,7 +258,7 @@ def _check_key(key: object, alg: str, kid: str) -> None:
     if not fits:
         kind = (f"an EC {key.curve.name} key" if isinstance(key, ec.EllipticCurvePublicKey)
                 else f"a {key.key_size}-bit RSA key" if isinstance(key, rsa.RSAPublicKey) else type(key).__name__)
-        raise _deny(f"kid {kid!r} is {kind}; {alg} needs {needs}")
+        raise _deny(f"kid {_q(kid)} is {kind}; {alg} needs {needs}")
 
 
 def _verify_signature(key: Any, alg: str, signature: bytes, signing_input: bytes) -> None:
@@ -330,7 +333,7 @@ def validate_jwt_svid(
     bundle = _bundle_for(bundles, spiffe_id.trust_domain)
     key = bundle.jwt_authorities.get(kid)
     if key is None:
-        raise _deny(f"kid {kid!r} is not a JWT authority of trust domain {spiffe_id.trust_domain.name!r}")
+        raise _deny(f"kid {_q(kid)} is not a JWT authority of trust domain {spiffe_id.trust_domain.name!r}")
     _check_key(key, alg, kid)
     _verify_signature(key, alg, signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
 

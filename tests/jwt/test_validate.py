@@ -512,3 +512,15 @@ def test_errors_never_echo_the_token_or_its_signature(kit):
     assert s not in msg and p not in msg and token not in msg
     msg = rejected(kit, f"{h}.{p}.{s[:-2]}", VerificationError)
     assert s[:40] not in msg
+
+
+@pytest.mark.parametrize(("header", "payload"), [
+    ({"alg": "x" * 9000}, None),
+    ({"alg": "ES256", "kid": "k" * 9000}, None),
+    ({"alg": "ES256", "kid": "a-ec256", "typ": [[[[[[[["JWT"]]]]]]]]}, None),
+    (b'{"alg":' + b"[" * 900 + b"]" * 900 + b"}", None),
+    ({"alg": "ES256", "kid": "a-ec256"}, {"sub": "spiffe://a.example/w", "aud": ["y" * 9000], "exp": 1}),
+])
+def test_messages_stay_short_whatever_the_token_holds(kit, header, payload):
+    token = kit.sign(header, payload or kit.claims(), kit.keys.ec256, "ES256")
+    assert len(rejected(kit, token)) < 400
