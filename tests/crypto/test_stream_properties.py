@@ -83,3 +83,23 @@ def test_accepts_numpy_style_buffers():
     assert np.frombuffer(stream.decrypt(KEY, ciphertext, b"t", segment_size=4096), dtype=np.float32).tolist() == list(
         range(1000)
     )
+
+
+class _Trickle:
+    """A file object with only read(), returning at most 5 bytes a call (like a slow pipe)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = 5 if n < 0 else min(n, 5)
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+
+@settings(max_examples=40, deadline=None)
+@given(payloads, segment_sizes)
+def test_reader_handles_short_reads_and_files_without_readinto(plaintext, segment):
+    ciphertext = stream.encrypt(KEY, plaintext, b"p", segment_size=segment)
+    assert stream.open_reader(KEY, _Trickle(ciphertext), b"p", segment_size=segment).read() == plaintext
