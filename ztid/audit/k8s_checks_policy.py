@@ -78,14 +78,17 @@ def check_identity(w: Workload, policy: Policy) -> Iterator[Finding]:
                        "declare", sa)
 
 
-def check_gpu(w: Workload, policy: Policy, gpu_namespaces: Collection[str] | None) -> Iterator[Finding]:
+def check_gpu(w: Workload, policy: Policy, gpu_namespaces: Collection[str] | None,
+              hosts: dict[str, bool]) -> Iterator[Finding]:
     gpus = _gpus(w)
     if not gpus:
         return
     ns = w.namespace
+    if ns not in hosts:
+        hosts[ns] = namespace_hosts_policy(policy, ns)
     if gpu_namespaces is not None and ns not in gpu_namespaces:
         why = f"namespace {ns!r} is not one of the GPU namespaces ({', '.join(sorted(gpu_namespaces)) or 'none'})"
-    elif not namespace_hosts_policy(policy, ns):
+    elif not hosts[ns]:
         why = f"no identity template of the policy places a component in namespace {ns!r}"
     else:
         return
@@ -98,8 +101,9 @@ def check_policy(inv: Inventory, policy: Policy, *, gpu_namespaces: Collection[s
     Raises:
         AuditError: a field the checks read has the wrong type.
     """
+    hosts: dict[str, bool] = {}
     for w in inv.workloads:
         if w.namespace in SYSTEM_NAMESPACES:
             continue  # platform namespaces are not tenants of the policy
         yield from check_identity(w, policy)
-        yield from check_gpu(w, policy, gpu_namespaces)
+        yield from check_gpu(w, policy, gpu_namespaces, hosts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ztid.audit.findings import Location, Resource
@@ -103,7 +104,7 @@ class Workload:
     annotations: Mapping[str, str]
     part: str = ""
 
-    @property
+    @cached_property
     def where(self) -> str:
         return f"{self.location}: {self.resource}" + (f" ({self.part})" if self.part else "")
 
@@ -118,10 +119,16 @@ class Workload:
 
     def containers(self) -> Iterator[Container]:
         """Every container, init container and ephemeral container."""
+        return iter(self._containers)
+
+    @cached_property
+    def _containers(self) -> tuple[Container, ...]:
+        out = []
         for field in ("containers", "initContainers", "ephemeralContainers"):
             for i, c in enumerate(as_list(self.pod_spec.get(field), self.where, f"spec.{field}")):
                 c = as_map(c, self.where, f"spec.{field}[{i}]")
-                yield Container(str(c.get("name") or f"#{i}"), c, field, self.where)
+                out.append(Container(str(c.get("name") or f"#{i}"), c, field, self.where))
+        return tuple(out)
 
     @property
     def pod_security_context(self) -> Mapping[str, Any]:
