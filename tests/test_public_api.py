@@ -10,7 +10,8 @@ EXPECTED = [
     "Policy", "PolicyError", "SigningError", "SourceError", "SpiffeId", "SvidError", "TransportError",
     "TrustDomain", "UsageError", "VerificationError", "VerifiedJwt", "VerifiedSvid", "X509Svid",
     "ZtidError", "__version__", "load_policy", "parse_policy", "PolicyWatcher", "current_peer",
-    "spiffe_id_from_leaf", "DevCA", "peer_scope", "require", "requires", "validate_jwt_svid",
+    "spiffe_id_from_leaf", "DevCA", "SvidSource", "SvidSnapshot", "StaticSource", "FileSource",
+    "WorkloadApiSource", "peer_scope", "require", "requires", "validate_jwt_svid",
     "verify_x509_svid",
 ]
 

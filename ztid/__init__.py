@@ -48,6 +48,11 @@ _EXPORTS: dict[str, str] = {
     "current_peer": "ztid.enforce.require",
     "spiffe_id_from_leaf": "ztid.svid",
     "DevCA": "ztid.devca",
+    "SvidSource": "ztid.source",
+    "SvidSnapshot": "ztid.source",
+    "StaticSource": "ztid.source",
+    "FileSource": "ztid.source_files",
+    "WorkloadApiSource": "ztid.source_workload",
     "require": "ztid.enforce.require",
     "requires": "ztid.enforce.require",
     "peer_scope": "ztid.enforce.require",
@@ -81,5 +86,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ztid.policy import Decision, Policy, load_policy, parse_policy
     from ztid.policy.watch import PolicyWatcher
     from ztid.devca import DevCA
+    from ztid.source import StaticSource, SvidSnapshot, SvidSource
+    from ztid.source_files import FileSource
+    from ztid.source_workload import WorkloadApiSource
     from ztid.spiffeid import SpiffeId, TrustDomain
     from ztid.svid import VerifiedJwt, VerifiedSvid, X509Svid, spiffe_id_from_leaf, validate_jwt_svid, verify_x509_svid
