@@ -19,7 +19,10 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROTO_DIR = PACKAGE_DIR.parent.parent / "proto"
-PROTOS = ("workload.proto",)
+PROTOS = ("workload.proto", "keyservice.proto")
+# Only the Workload API (no protobuf package, global names) needs the private pool; ztid's own
+# services live in a package (ztid.keyservice.v1) and use the default pool.
+_PRIVATE_POOL_FILES = frozenset({"workload_pb2.py"})
 
 _POOL_LINE = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
 _PRIVATE_POOL = (
@@ -37,7 +40,8 @@ def _fix(name: str, text: str) -> str:
     if name.endswith("_pb2.py"):
         if _POOL_LINE not in text:
             raise SystemExit(f"build: protoc output for {name} changed shape; update ztid/_proto/build.py")
-        text = text.replace(_POOL_LINE, _PRIVATE_POOL)
+        if name in _PRIVATE_POOL_FILES:
+            text = text.replace(_POOL_LINE, _PRIVATE_POOL)
         stem = name.removesuffix(".py")
         text = text.replace(f"BuildTopDescriptorsAndMessages(DESCRIPTOR, '{stem}',",
                             f"BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ztid._proto.{stem}',")
