@@ -74,6 +74,7 @@ REASON_CODES: Final = frozenset({
 _XFCC: Final = "x-forwarded-client-cert"
 _ZTID_HEADER_PREFIX: Final = "x-ztid-"
 _SET_HEADERS: Final = ("x-ztid-peer", "x-ztid-component", "x-ztid-decision-id")
+_SET: Final = frozenset(_SET_HEADERS)
 _CACHE_LIMIT: Final = 4096
 
 
@@ -117,8 +118,13 @@ class ExtAuthz:
         self._bundles = _resolver(bundles)
         self.config = config if config is not None else ExtAuthzConfig()
         self._log = log
-        self._cache: dict[str, tuple[SpiffeId, datetime, datetime]] = {}
-        self._cache_owner: Any = None
+        # Hot-path caches, each bounded and dropped whenever the object it derives from changes.
+        self._cache: dict[str, tuple[SpiffeId, datetime, datetime]] = {}  # certificate -> verified ID, validity
+        self._cache_owner: Any = None  # the BundleSet the certificate cache was filled from
+        self._ids: dict[str, SpiffeId] = {}  # principal text -> parsed ID
+        self._dests: dict[str, tuple[SpiffeId | None, str | None]] = {}  # destination -> (ID, tenant)
+        self._dests_owner: Any = None  # the Policy the destination cache was filled from
+        self._ok: dict[tuple[int, tuple[str, ...]], tuple[Decision, external_auth_pb2.CheckResponse]] = {}
 
     # ------------------------------------------------------------------ entry points
     def check(self, request: Any) -> external_auth_pb2.CheckResponse:
@@ -148,7 +154,7 @@ class ExtAuthz:
     def _evaluate(self, request: Any) -> CheckOutcome:
         policy: Any = None
         http: Any = None
-        headers: dict[str, str] = {}
+        headers: Mapping[str, str] = {}
         principal = ""
         peer: SpiffeId | None = None
         target: Any = ""
@@ -183,8 +189,24 @@ class ExtAuthz:
                                      policy_digest=decision.policy_digest, mode=decision.mode,
                                      source=decision.source, target=decision.target, action=decision.action)
             decision_id = new_decision_id()
-        response = _allowed(decision, decision_id, headers) if decision.allowed else _denied(decision, decision_id)
+        response = self._allowed(decision, decision_id, headers) if decision.allowed else _denied(decision, decision_id)
         return CheckOutcome(decision, decision_id, response)
+
+    def _allowed(self, decision: Decision, decision_id: str, headers: Mapping[str, str]) -> external_auth_pb2.CheckResponse:
+        """The OK response: a copy of a template built once per (decision, stripped headers), plus the id."""
+        strip = tuple(sorted({n for n in map(str.lower, headers) if n.startswith(_ZTID_HEADER_PREFIX)} - _SET))
+        key = (id(decision), strip)
+        hit = self._ok.get(key)
+        if hit is None or hit[0] is not decision:
+            if len(self._ok) >= _CACHE_LIMIT:
+                self._ok.clear()
+            hit = (decision, _allowed(decision, "", strip))  # holding decision keeps its id() unique
+            self._ok[key] = hit
+        response = external_auth_pb2.CheckResponse()
+        response.CopyFrom(hit[1])
+        response.ok_response.headers[2].header.value = decision_id
+        response.dynamic_metadata.fields["decision_id"].string_value = decision_id
+        return response
 
     def _record(self, decision: Decision, principal: str, http: Any) -> str | None:
         if self._log is None:
@@ -202,19 +224,7 @@ class ExtAuthz:
         ext = attrs.context_extensions
         target: Any = ext.get("ztid.target") or None
         action: str | None = ext.get("ztid.action") or None
-        dest_id: SpiffeId | None = None
-        dest = attrs.destination.principal
-        if dest.startswith("spiffe://"):
-            try:
-                dest_id = SpiffeId.parse(dest)
-            except IdentityError:
-                dest_id = None
-        tenant = None
-        if dest_id is not None:
-            try:
-                tenant = policy.identify(dest_id).tenant
-            except ZtidError:
-                tenant = None
+        dest_id, tenant = self._destination(attrs.destination.principal, policy)
         if target is None and dest_id is not None:
             target = dest_id
         if target is None or action is None:
@@ -233,6 +243,26 @@ class ExtAuthz:
             action = default_action(http.method)
         return target, action, tenant
 
+    def _destination(self, dest: str, policy: Any) -> tuple[SpiffeId | None, str | None]:
+        """Envoy's own SPIFFE ID (destination.principal) and its tenant under ``policy``, cached per policy."""
+        if policy is not self._dests_owner:
+            self._dests, self._dests_owner = {}, policy
+        hit = self._dests.get(dest)
+        if hit is not None:
+            return hit
+        dest_id: SpiffeId | None = None
+        tenant: str | None = None
+        if dest.startswith("spiffe://"):
+            try:
+                dest_id = SpiffeId.parse(dest)
+                tenant = policy.identify(dest_id).tenant
+            except ZtidError:
+                tenant = None
+        if len(self._dests) >= _CACHE_LIMIT:
+            self._dests.clear()
+        self._dests[dest] = (dest_id, tenant)
+        return dest_id, tenant
+
     def _peer(self, attrs: Any, headers: Mapping[str, str]) -> SpiffeId:
         principal = attrs.source.principal
         peer = self._principal(principal) if principal else None
@@ -240,7 +270,7 @@ class ExtAuthz:
         if certificate:
             if peer is None:
                 raise _Deny(NO_PEER, "a peer certificate without a principal")
-            verified = self._verify(urllib.parse.unquote(certificate), PEER_CERTIFICATE_INVALID)
+            verified = self._verify(certificate, PEER_CERTIFICATE_INVALID, encoded=True)
             if verified != peer:
                 raise _Deny(PEER_MISMATCH, f"peer certificate names {verified}, principal is {peer}")
         elif peer is not None and self.config.require_certificate:
@@ -252,12 +282,19 @@ class ExtAuthz:
         return peer
 
     def _principal(self, principal: str) -> SpiffeId:
+        hit = self._ids.get(principal)
+        if hit is not None:
+            return hit
         if not principal.startswith("spiffe://"):
             raise _Deny(PEER_NOT_SPIFFE, "the peer principal is not a SPIFFE ID")
         try:
-            return SpiffeId.parse(principal)
+            parsed = SpiffeId.parse(principal)
         except IdentityError as exc:
             raise _Deny(MALFORMED_IDENTITY, f"the peer principal is not a valid SPIFFE ID: {exc}") from None
+        if len(self._ids) >= _CACHE_LIMIT:
+            self._ids.clear()
+        self._ids[principal] = parsed
+        return parsed
 
     def _xfcc(self, header: str, peer: SpiffeId | None) -> SpiffeId:
         try:
@@ -284,24 +321,25 @@ class ExtAuthz:
                 raise _Deny(XFCC_HASH_MISMATCH, "the XFCC Hash does not match its certificate")
         return client
 
-    def _verify(self, pem: str, code: str) -> SpiffeId:
+    def _verify(self, text: str, code: str, *, encoded: bool = False) -> SpiffeId:
+        """The verified SPIFFE ID of a PEM chain (URL-encoded when ``encoded``), cached until its notAfter."""
         from ztid.svid import verify_x509_svid
 
         bundles = self._bundles()
         if bundles is not self._cache_owner:
             self._cache, self._cache_owner = {}, bundles
         now = datetime.now(UTC)
-        hit = self._cache.get(pem)
+        hit = self._cache.get(text)
         if hit is not None and hit[1] <= now <= hit[2]:
             return hit[0]
+        pem = urllib.parse.unquote(text) if encoded else text
         try:
             verified = verify_x509_svid(pem.encode("ascii"), bundles, at=now)
         except (ZtidError, UnicodeEncodeError) as exc:
             raise _Deny(code, f"certificate does not verify: {exc}") from None
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        leaf = verified.leaf
-        self._cache[pem] = (verified.spiffe_id, leaf.not_valid_before_utc, verified.not_after)
+        self._cache[text] = (verified.spiffe_id, verified.leaf.not_valid_before_utc, verified.not_after)
         return verified.spiffe_id
 
 
@@ -313,8 +351,14 @@ def _leaf_sha256(pem: str) -> str:
     return hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def _headers(http: Any) -> dict[str, str]:
-    """Request headers, names lowercased; repeated names joined with ``,`` (as Envoy does)."""
+def _headers(http: Any) -> Mapping[str, str]:
+    """Request headers, names lowercased; repeated names joined with ``,`` (as Envoy does).
+
+    Envoy lowercases the ``headers`` map itself, so that map is used as is (no copy) unless the
+    filter sent ``header_map`` (``encode_raw_headers``) instead.
+    """
+    if not http.header_map.headers:
+        return http.headers
     out: dict[str, str] = {k.lower(): v for k, v in http.headers.items()}
     for hv in http.header_map.headers:
         name = hv.key.lower()
@@ -343,7 +387,7 @@ def _metadata(decision: Decision, decision_id: str) -> struct_pb2.Struct:
     return meta
 
 
-def _allowed(decision: Decision, decision_id: str, headers: Mapping[str, str]) -> external_auth_pb2.CheckResponse:
+def _allowed(decision: Decision, decision_id: str, strip: tuple[str, ...]) -> external_auth_pb2.CheckResponse:
     src = decision.source
     ok = external_auth_pb2.OkHttpResponse(
         headers=[
@@ -351,7 +395,7 @@ def _allowed(decision: Decision, decision_id: str, headers: Mapping[str, str]) -
             _option("x-ztid-component", (src.component or "") if src is not None else ""),
             _option("x-ztid-decision-id", decision_id),
         ],
-        headers_to_remove=sorted(h for h in headers if h.startswith(_ZTID_HEADER_PREFIX) and h not in _SET_HEADERS),
+        headers_to_remove=strip,
     )
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK), ok_response=ok, dynamic_metadata=_metadata(decision, decision_id)
