@@ -11,7 +11,7 @@ Two figures, each as a ratio ztid / stdlib (target >= 0.95):
 
 Rounds alternate stdlib / ztid (order swapped each round); the ratio is the median of the per-round
 ratios. For CPU per handshake, lower is better (a ratio near 1.0 means ztid's own work is small). ``python -m bench tls``, or
-``python bench/bench_tls.py --seconds 0.5 --rounds 10 --mib 256``.
+``python bench/bench_tls.py --seconds 0.25 --rounds 30 --bulk-rounds 6 --mib 256``.
 """
 
 from __future__ import annotations
@@ -147,8 +147,9 @@ def bulk(connect: Any, addr: Any, mib: int, data: bytes) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.5, help="per handshake round")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=0.25, help="per handshake round")
+    parser.add_argument("--rounds", type=int, default=30, help="handshake rounds (pairs)")
+    parser.add_argument("--bulk-rounds", type=int, default=6, help="bulk rounds (pairs)")
     parser.add_argument("--mib", type=int, default=256, help="bulk stream size")
     args = parser.parse_args(argv or [])
     results: dict[tuple[str, str], list[float]] = {}
@@ -165,11 +166,14 @@ def main(argv: list[str] | None = None) -> None:
                     rate, cpu = handshakes(clients[mode], servers.addrs[(mode, "hs")], args.seconds)
                     results.setdefault(("hs", mode), []).append(rate)
                     results.setdefault(("cpu", mode), []).append(cpu)
+            for r in range(args.bulk_rounds):
+                for mode in (("stdlib", "ztid") if r % 2 == 0 else ("ztid", "stdlib")):
                     results.setdefault(("bulk", mode), []).append(bulk(clients[mode], servers.addrs[(mode, "bulk")], args.mib, data))
         finally:
             servers.close()
-    print(f"TLS 1.3 mTLS over 127.0.0.1, {args.rounds} rounds alternating stdlib/ztid; medians, and the median of the")
-    print("per-round ratios (each round pairs two back-to-back runs, which cancels slow drifts in machine load)")
+    print(f"TLS 1.3 mTLS over 127.0.0.1, rounds alternating stdlib/ztid ({args.rounds} x {args.seconds} s handshakes, "
+          f"{args.bulk_rounds} bulk); medians, ratio = median of per-round ratios (pairs of back-to-back runs)")
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (client and servers share them)")
     for kind, unit, label in (("hs", "handshakes/s", "sequential handshakes"), ("bulk", "MB/s", f"bulk, one {args.mib} MiB stream"),
                               ("cpu", "µs", "client CPU per handshake")):
         ref, ours = results[(kind, "stdlib")], results[(kind, "ztid")]
