@@ -403,3 +403,37 @@ def test_bad_options(tmp_path: Path, kwargs: dict[str, Any]) -> None:
 def test_unreadable_log_raises_audit_error(tmp_path: Path, bundles: Any) -> None:
     with pytest.raises(AuditError, match="cannot read"):
         verify_log(tmp_path / "missing.log", bundles)
+
+
+# ---------------------------------------------------------------- the fast line writer is exactly canonical
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(peer=st.none() | st.text(max_size=40), extra=st.none() | st.dictionaries(st.text(max_size=10), _json_values,
+                                                                                 max_size=4))
+def test_decision_lines_are_canonical_for_any_peer_and_extra(
+    tmp_path_factory: pytest.TempPathFactory, policy: Any, bundles: Any, peer: Any, extra: Any
+) -> None:
+    path = tmp_path_factory.mktemp("canon") / "d.log"
+    denied = policy.decide("CN=not-spiffe", "registry", "write")  # no source: the peer text is logged
+    allowed = policy.decide(f"spiffe://{TD}/training/x", "registry", "read")
+    with DecisionLog(path) as log:
+        log.record(denied, peer=peer, extra=extra)
+        log.record(allowed, peer=peer, extra=extra)
+        log.record(denied, peer=peer)
+    lines = path.read_bytes().splitlines()
+    for line in lines:
+        assert canonical(json.loads(line)) == line
+    first = json.loads(lines[1])
+    assert first["peer"] == (None if peer is None else str(peer))
+    assert first.get("extra") == (extra or None)
+    assert verify_log(path, bundles).ok
