@@ -111,7 +111,7 @@ def _probe_address(target: str) -> Any:
     if target.startswith("unix:"):
         return target[len("unix:"):].removeprefix("//")
     host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise UsageError(f"cannot probe gRPC target {target!r}: use host:port or unix:PATH")
     return (host.strip("[]"), int(port))
 

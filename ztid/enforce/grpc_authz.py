@@ -50,12 +50,19 @@ def _pem_to_der_list(blob: bytes) -> list[bytes]:
     for part in blob.split(_END):
         start = part.find(b"-----BEGIN CERTIFICATE-----")
         if start >= 0:
-            out.append(ssl.PEM_cert_to_DER_cert((part[start:] + _END).decode("ascii")))
+            try:
+                out.append(ssl.PEM_cert_to_DER_cert((part[start:] + _END).decode("ascii")))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise TransportError(f"peer certificate rejected: malformed PEM in the gRPC auth context ({exc})") from exc
     return out
 
 
 def presented_chain(auth_context: Mapping[str, Any]) -> list[bytes]:
-    """The client's chain (DER, leaf first) from a gRPC auth context; ``[]`` when it sent none."""
+    """The client's chain (DER, leaf first) from a gRPC auth context; ``[]`` when it sent none.
+
+    Raises:
+        TransportError: a certificate in the auth context is not well-formed PEM.
+    """
     chain = auth_context.get("x509_pem_cert_chain") or []
     leaf = auth_context.get("x509_pem_cert") or []
     ders = _pem_to_der_list(b"".join(chain)) if chain else []
