@@ -1,0 +1,476 @@
+"""An identity-keyed encrypted channel for bytes and tensors: AES-256-GCM frames with counter nonces.
+
+Keys come from :func:`ztid.crypto.session.handshake` (inside mTLS, bound to both SPIFFE IDs). Use it
+over a socket or any send/recv pair::
+
+    keys = session.handshake(tls_conn, local_id=me, initiator=True)
+    ch = Channel(keys, sock=data_sock)          # or Channel(keys, send=..., recv_into=...)
+    ch.send(tensor)                             # dtype and shape are authenticated with the data
+    ch.recv_into(out_tensor)                    # decrypted in place, no intermediate copy
+
+or message by message, when the transport moves whole buffers (torch.distributed, queues)::
+
+    frame = ch.seal(tensor)                     # a view of header | segments, valid until the next seal
+    ch.open_into(frame, out_tensor)
+
+The frame format is in :mod:`ztid.crypto.channel_frame`. Each direction has its own key chain and a
+nonce = epoch(4) | counter(8) that counts AEAD calls and never repeats: the sender moves to a new
+epoch (new key, counter 0) before ``rekey_after`` calls (at most 2^32) or when :meth:`Channel.rekey`
+asks, and the receiver follows when it sees the next epoch. Segments of large messages are
+encrypted and decrypted on a small thread pool (AES-GCM releases the GIL). A frame that is replayed,
+reordered, dropped, truncated, altered or from another channel fails the check, zeroes what was
+written into the caller's buffer, and closes the channel: every later call raises :class:`ChannelClosed`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ztid.crypto.channel_frame import (
+    HEADER, KIND_BYTES, KIND_TENSOR, TAG, Header, byte_view, meta_of, n_segments, parse_meta, writable_view,
+)
+from ztid.crypto.session import MAX_EPOCH, SessionKeys
+from ztid.errors import CryptoError, DecryptionError, TransportError, UsageError, ZtidError
+
+__all__ = ["Channel", "ChannelClosed", "FrameOrderError", "TruncatedError"]
+
+_NONCE = struct.Struct(">IQ")
+_SEG = struct.Struct(">IB")
+_PARALLEL_MIN = 256 << 10  # below this a message is processed inline (thread hand-off costs more)
+
+
+class ChannelClosed(CryptoError):
+    """The channel was closed, or failed earlier (``__cause__`` is the failure); nothing more passes."""
+
+
+class FrameOrderError(DecryptionError):
+    """A frame arrived out of order: replayed, reordered, dropped, or from an unknown epoch."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"decryption failed: {detail}")
+
+
+class TruncatedError(DecryptionError):
+    """The stream ended inside a frame."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"decryption failed: {detail}")
+
+
+_pool_lock = threading.Lock()
+_pool_state: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A process-wide pool (one per PID, so a forked child builds its own)."""
+    global _pool_state
+    with _pool_lock:
+        if _pool_state is None or _pool_state[0] != os.getpid():
+            workers = max(2, min(4, os.cpu_count() or 2))
+            _pool_state = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="ztid-channel"))
+        return _pool_state[1]
+
+
+class _Direction:
+    """One direction's key chain, AEAD object and counter."""
+
+    __slots__ = ("keys", "aead", "counter")
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys
+        self.aead = AESGCM(keys.key)
+        self.counter = 0
+
+    def advance(self) -> None:
+        self.keys.advance()
+        self.aead = AESGCM(self.keys.key)
+        self.counter = 0
+
+
+class Channel:
+    """Encrypted, authenticated, ordered messages between two workloads sharing :class:`SessionKeys`.
+
+    Args:
+        keys: this side's keys from the handshake.
+        sock: a connected socket for the ciphertext (a plain TCP/unix socket is enough: every byte
+            is authenticated; an mTLS socket works too, at the cost of encrypting twice).
+        send: instead of ``sock``: a callable taking a bytes-like object and sending all of it.
+        recv_into: instead of ``sock``: a callable filling a memoryview, returning the byte count
+            (0 = end of stream). Neither ``sock`` nor ``send``: the channel does :meth:`seal` /
+            :meth:`open_into` only.
+        segment_size: plaintext bytes per AEAD call (default 1 MiB; ≥ 64 KiB keeps AES-GCM near
+            line rate). Both sides must agree when frames travel as whole messages.
+        parallel: use the thread pool for messages of ≥ 256 KiB.
+        rekey_after: AEAD calls per epoch before the sender rekeys (default and maximum 2^32).
+        max_message: largest message :meth:`recv` will allocate for.
+
+    Raises:
+        UsageError: inconsistent transport arguments or sizes.
+    """
+
+    def __init__(
+        self,
+        keys: SessionKeys,
+        *,
+        sock: Any = None,
+        send: Callable[[Any], Any] | None = None,
+        recv_into: Callable[[memoryview], int] | None = None,
+        segment_size: int = 1 << 20,
+        parallel: bool = True,
+        rekey_after: int = 1 << 32,
+        max_message: int = 1 << 34,
+    ) -> None:
+        if sock is not None and (send is not None or recv_into is not None):
+            raise UsageError("give either sock= or send=/recv_into=, not both")
+        if not 0 < segment_size <= 64 << 20:
+            raise UsageError(f"segment_size must be in (0, 64 MiB], got {segment_size}")
+        if not 0 < rekey_after <= 1 << 32:
+            raise UsageError(f"rekey_after must be in (0, 2^32], got {rekey_after}")
+        self.keys = keys
+        self._send_fn = sock.sendall if sock is not None else send
+        self._recv_fn = sock.recv_into if sock is not None else recv_into
+        self._sock = sock
+        self.segment_size = segment_size
+        self._parallel = parallel
+        self._rekey_after = rekey_after
+        self._max_message = max_message
+        self._tx = _Direction(keys.send)
+        self._rx = _Direction(keys.recv)
+        self._rekey_wanted = False
+        self._tx_lock = threading.Lock()
+        self._rx_lock = threading.Lock()
+        self._tx_buf = bytearray()
+        self._rx_buf = bytearray()
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def send_epoch(self) -> int:
+        return self._tx.keys.epoch
+
+    @property
+    def recv_epoch(self) -> int:
+        return self._rx.keys.epoch
+
+    def rekey(self) -> None:
+        """Move the sending direction to a new epoch before the next message (e.g. after an SVID rotation).
+
+        The peer follows when that message arrives; nothing is torn down and no round trip is needed.
+        """
+        self._rekey_wanted = True
+
+    def close(self) -> None:
+        """Close the channel (and its socket, if it was given one)."""
+        self._closed = True
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Channel":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise ChannelClosed(f"channel closed after an earlier failure: {self._failure}") from self._failure
+        if self._closed:
+            raise ChannelClosed("channel is closed")
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        self._failure = exc
+        self.close()
+        return exc
+
+    # -- sending -------------------------------------------------------------------------------
+    def _begin(self, src: memoryview, kind: int, meta: bytes) -> tuple[Header, memoryview]:
+        """Header for the next message (advancing the epoch if due) and a scratch view for the frame."""
+        length = src.nbytes
+        nseg = n_segments(length, self.segment_size)
+        if nseg > self._rekey_after:
+            raise UsageError(f"a message of {length} bytes needs {nseg} segments, more than rekey_after={self._rekey_after}")
+        tx = self._tx
+        if self._rekey_wanted or tx.counter + nseg > self._rekey_after:
+            if tx.keys.epoch >= MAX_EPOCH:
+                raise self._fail(CryptoError("channel epoch exhausted; open a new session"))
+            tx.advance()
+            self._rekey_wanted = False
+        header = Header.build(kind=kind, meta=meta, epoch=tx.keys.epoch, counter=tx.counter, length=length, segment_size=self.segment_size)
+        tx.counter += nseg  # reserved before any encryption: a failed send never reuses these nonces
+        size = len(header.raw) + length + nseg * TAG
+        if len(self._tx_buf) < size:
+            self._tx_buf = bytearray(size)
+        out = memoryview(self._tx_buf)[:size]
+        out[: len(header.raw)] = header.raw
+        return header, out
+
+    def _encrypt(self, header: Header, src: memoryview, out: memoryview) -> Iterator[memoryview]:
+        """Encrypt every segment of ``src`` into ``out`` (after the header); yield each in order as it is ready."""
+        seg, length, aead = self.segment_size, header.length, self._tx.aead
+        nseg = n_segments(length, seg)
+        prefix = self.keys.channel_id + header.raw
+        hlen = len(header.raw)
+
+        def one(k: int) -> memoryview:
+            lo, hi = k * seg, min(length, (k + 1) * seg)
+            o = hlen + lo + k * TAG
+            dst = out[o : o + (hi - lo) + TAG]
+            aead.encrypt_into(_NONCE.pack(header.epoch, header.counter + k), src[lo:hi], prefix + _SEG.pack(k, k == nseg - 1), dst)
+            return dst
+
+        if not self._parallel or nseg == 1 or length < _PARALLEL_MIN:
+            for k in range(nseg):
+                yield one(k)
+            return
+        pool = _pool()
+        futures: list[Future[memoryview]] = [pool.submit(one, k) for k in range(nseg)]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def seal(self, buffer: Any) -> memoryview:
+        """Encrypt one message into a frame; returns a view of the channel's buffer, valid until the next seal.
+
+        Raises:
+            ChannelClosed: the channel failed or was closed.
+            UsageError: the buffer is not bytes-like, numpy or a CPU tensor.
+        """
+        with self._tx_lock:
+            self._check_open()
+            kind, meta = meta_of(buffer)
+            src = byte_view(buffer)
+            header, out = self._begin(src, kind, meta)
+            for _ in self._encrypt(header, src, out):
+                pass
+            return out
+
+    def send(self, buffer: Any) -> None:
+        """Encrypt and send one message (bytes-like, numpy array or CPU tensor) over the transport.
+
+        Segments are sent as they are encrypted, so sending overlaps encryption.
+
+        Raises:
+            ChannelClosed: the channel failed or was closed.
+            TransportError: the transport failed (the channel is then closed).
+            UsageError: no transport, or an unsupported buffer.
+        """
+        if self._send_fn is None:
+            raise UsageError("this channel has no transport: use seal()/open_into()")
+        with self._tx_lock:
+            self._check_open()
+            kind, meta = meta_of(buffer)
+            src = byte_view(buffer)
+            header, out = self._begin(src, kind, meta)
+            try:
+                self._send_fn(out[: len(header.raw)])
+                for piece in self._encrypt(header, src, out):
+                    self._send_fn(piece)
+            except OSError as exc:
+                raise self._fail(TransportError(f"channel send failed: {exc}")) from exc
+
+    # -- receiving -----------------------------------------------------------------------------
+    def _check_header(self, fixed: bytes) -> tuple[int, int, int, int, int, int]:
+        kind, meta_len, epoch, counter, length, seg = Header.parse_fixed(fixed)
+        rx = self._rx
+        if epoch == rx.keys.epoch:
+            if counter != rx.counter:
+                raise FrameOrderError(f"expected frame counter {rx.counter} in epoch {epoch}, got {counter}")
+        elif epoch == rx.keys.epoch + 1 and counter == 0:
+            rx.advance()
+        else:
+            raise FrameOrderError(f"frame from epoch {epoch} (counter {counter}); channel is at epoch {rx.keys.epoch}")
+        return kind, meta_len, epoch, counter, length, seg
+
+    @staticmethod
+    def _check_fits(kind: int, meta: bytes, length: int, dest: Any, view: memoryview) -> None:
+        dkind, dmeta = meta_of(dest)
+        if dkind == KIND_TENSOR and (kind != KIND_TENSOR or meta != dmeta):
+            raise CryptoError(f"message {meta.decode('ascii', 'replace') or 'bytes'!r} does not match the tensor {dmeta.decode()!r}")
+        if length > view.nbytes:
+            raise CryptoError(f"message of {length} bytes does not fit the {view.nbytes}-byte buffer")
+
+    def _decrypt(self, header: Header, ct: memoryview, dest: memoryview, *, arrivals: Iterator[None] | None = None) -> None:
+        """Decrypt all segments of ``ct`` into ``dest``; ``arrivals`` yields once per segment received."""
+        seg, length, aead = header.segment_size, header.length, self._rx.aead
+        nseg = n_segments(length, seg)
+        prefix = self.keys.channel_id + header.raw
+
+        def one(k: int) -> None:
+            lo, hi = k * seg, min(length, (k + 1) * seg)
+            o = lo + k * TAG
+            aead.decrypt_into(_NONCE.pack(header.epoch, header.counter + k), ct[o : o + (hi - lo) + TAG], prefix + _SEG.pack(k, k == nseg - 1), dest[lo:hi])
+
+        inline = not self._parallel or nseg == 1 or length < _PARALLEL_MIN
+        futures: list[Future[None]] = []
+        try:
+            for k in range(nseg):
+                if arrivals is not None:
+                    next(arrivals)
+                if inline:
+                    one(k)
+                else:
+                    futures.append(_pool().submit(one, k))
+            for f in futures:
+                f.result()
+        except InvalidTag as exc:
+            for f in futures:
+                f.cancel()
+            for f in futures:
+                if not f.cancelled():
+                    f.exception()
+            dest[:length] = bytes(length)  # decrypt_into wrote unverified plaintext: wipe it
+            raise DecryptionError() from exc
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            dest[:length] = bytes(length)
+            raise
+        self._rx.counter = header.counter + nseg
+
+    def open_into(self, frame: Any, buffer: Any) -> int:
+        """Verify and decrypt one frame (from :meth:`seal`) into ``buffer``; returns the plaintext length.
+
+        Raises:
+            DecryptionError: the frame does not verify (``FrameOrderError``/``TruncatedError`` for the
+                order and length checks); the channel is closed and ``buffer`` zeroed.
+            CryptoError: the message does not match ``buffer`` (tensor dtype/shape, or size).
+            ChannelClosed: the channel failed or was closed.
+        """
+        with self._rx_lock:
+            self._check_open()
+            data = byte_view(frame)
+            dest = writable_view(buffer)
+            try:
+                if data.nbytes < HEADER.size:
+                    raise TruncatedError("frame shorter than its header")
+                kind, meta_len, epoch, counter, length, seg = self._check_header(bytes(data[: HEADER.size]))
+                hlen = HEADER.size + meta_len
+                if data.nbytes != hlen + length + n_segments(length, seg) * TAG:
+                    raise TruncatedError(f"frame of {data.nbytes} bytes does not hold {length} plaintext bytes")
+                header = Header(kind, bytes(data[HEADER.size : hlen]), epoch, counter, length, seg, bytes(data[:hlen]))
+                self._check_fits(kind, header.meta, length, buffer, dest)
+                self._decrypt(header, data[hlen:], dest)
+            except ZtidError as exc:
+                self._fail(exc)
+                raise
+            return length
+
+    def frame_size(self, buffer: Any) -> int:
+        """The size of the frame that carries ``buffer`` (receivers of fixed-size messages preallocate it)."""
+        _, meta = meta_of(buffer)
+        length = byte_view(buffer).nbytes
+        return HEADER.size + len(meta) + length + n_segments(length, self.segment_size) * TAG
+
+    def _read_exact(self, view: memoryview, what: str) -> None:
+        got, n = 0, view.nbytes
+        assert self._recv_fn is not None
+        while got < n:
+            try:
+                k = self._recv_fn(view[got:])
+            except OSError as exc:
+                raise TransportError(f"channel receive failed: {exc}") from exc
+            if not k:
+                raise TruncatedError(f"stream ended inside a frame ({what}: {got} of {n} bytes)")
+            got += k
+
+    def _recv_header(self) -> Header:
+        fixed = bytearray(HEADER.size)
+        self._read_exact(memoryview(fixed), "header")
+        kind, meta_len, epoch, counter, length, seg = self._check_header(bytes(fixed))
+        meta = bytearray(meta_len)
+        if meta_len:
+            self._read_exact(memoryview(meta), "header")
+        return Header(kind, bytes(meta), epoch, counter, length, seg, bytes(fixed) + bytes(meta))
+
+    def _recv_body(self, header: Header, dest: memoryview) -> None:
+        nseg = n_segments(header.length, header.segment_size)
+        size = header.length + nseg * TAG
+        if len(self._rx_buf) < size:
+            self._rx_buf = bytearray(size)
+        ct = memoryview(self._rx_buf)[:size]
+        seg, length = header.segment_size, header.length
+
+        def arrivals() -> Iterator[None]:
+            for k in range(nseg):
+                lo = k * (seg + TAG)
+                self._read_exact(ct[lo : lo + min(seg, length - k * seg) + TAG], f"segment {k}")
+                yield None
+
+        self._decrypt(header, ct, dest, arrivals=arrivals())
+
+    def recv_into(self, buffer: Any) -> int:
+        """Receive one message into ``buffer`` (decrypted in place); returns its length in bytes.
+
+        A tensor/array buffer must match the sent dtype and shape exactly; a bytes buffer must be
+        large enough.
+
+        Raises:
+            DecryptionError: a frame did not verify (``FrameOrderError`` for replay/reorder/drop,
+                ``TruncatedError`` for a cut stream); the channel is closed and ``buffer`` zeroed.
+            CryptoError: the message does not match ``buffer``; the channel is closed.
+            TransportError: the transport failed; the channel is closed.
+            ChannelClosed: the channel failed or was closed.
+        """
+        if self._recv_fn is None:
+            raise UsageError("this channel has no transport: use seal()/open_into()")
+        with self._rx_lock:
+            self._check_open()
+            dest = writable_view(buffer)
+            try:
+                header = self._recv_header()
+                self._check_fits(header.kind, header.meta, header.length, buffer, dest)
+                self._recv_body(header, dest)
+            except ZtidError as exc:
+                self._fail(exc)
+                raise
+            return header.length
+
+    def recv(self) -> Any:
+        """Receive one message: ``bytes``, or for a tensor message a numpy array (torch when numpy lacks the dtype).
+
+        Raises:
+            the errors of :meth:`recv_into`; CryptoError when the message exceeds ``max_message``.
+        """
+        if self._recv_fn is None:
+            raise UsageError("this channel has no transport: use seal()/open_into()")
+        with self._rx_lock:
+            self._check_open()
+            try:
+                header = self._recv_header()
+                if header.length > self._max_message:
+                    raise CryptoError(f"message of {header.length} bytes exceeds max_message={self._max_message}")
+                out = bytearray(header.length)
+                self._recv_body(header, memoryview(out))
+            except ZtidError as exc:
+                self._fail(exc)
+                raise
+        if header.kind == KIND_BYTES:
+            return bytes(out)
+        return _tensor_from(out, header.meta)
+
+
+def _tensor_from(data: bytearray, meta: bytes) -> Any:
+    name, shape = parse_meta(meta)
+    try:
+        import numpy as np
+
+        return np.frombuffer(data, dtype=np.dtype(name)).reshape(shape)
+    except (ImportError, TypeError):
+        import torch
+
+        return torch.frombuffer(data, dtype=getattr(torch, name)).reshape(shape)
