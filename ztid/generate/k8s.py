@@ -30,6 +30,7 @@ from ztid.policy import Policy
 
 __all__ = ["DEFAULT_LABEL", "Generated", "generate_k8s"]
 
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when available; same output
 _FILES = {"NetworkPolicy": "networkpolicies.yaml", "PeerAuthentication": "istio.yaml",
           "AuthorizationPolicy": "istio.yaml", "CiliumNetworkPolicy": "cilium.yaml"}
 
@@ -50,8 +51,8 @@ class Generated:
 
     def to_yaml(self, objects: Iterable[dict[str, Any]] | None = None) -> str:
         """All objects (or ``objects``) as one multi-document YAML stream with the header."""
-        body = yaml.safe_dump_all(list(self.objects if objects is None else objects), sort_keys=False,
-                                  default_flow_style=False, explicit_start=True)
+        body = yaml.dump_all(list(self.objects if objects is None else objects), Dumper=_Dumper, sort_keys=False,
+                             default_flow_style=False, explicit_start=True)
         return self.header() + body
 
     def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:

@@ -34,8 +34,8 @@ def cilium_policies(matrix: Matrix, *, label: str = DEFAULT_LABEL) -> list[dict[
                                          "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}],
                                                       "rules": {"dns": [{"matchPattern": "*"}]}}]}]}})
         for ep in (e for e in matrix.endpoints if e.namespace == ns):
-            callers = [p.source for p in matrix.paths if p.target == ep]
-            callees = [p.target for p in matrix.paths if p.source == ep]
+            callers = [p.source for p in matrix.callers(ep)]
+            callees = [p.target for p in matrix.callees(ep)]
             if not callers and not callees:
                 continue
             spec: dict[str, Any] = {"endpointSelector": {"matchLabels": {label: ep.component}}}

@@ -41,7 +41,7 @@ def istio_policies(matrix: Matrix, *, label: str = DEFAULT_LABEL,
                         "spec": {"action": "CUSTOM", "provider": {"name": ext_authz_provider}, "rules": [{}]}})
         for ep in (e for e in matrix.endpoints if e.namespace == ns):
             principals: dict[str, str] = {}
-            for p in (p for p in matrix.paths if p.target == ep):
+            for p in matrix.callers(ep):
                 found, why = principals_for(matrix.policy, p.source, ep)
                 notes.extend(why)
                 for pr in found:

@@ -62,8 +62,8 @@ def network_policies(matrix: Matrix, *, label: str = DEFAULT_LABEL, dns: bool = 
                                     "podSelector": {"matchLabels": {"app": "istiod"}}}],
                             "ports": [{"protocol": "TCP", "port": 15012}]}]}))
         for ep in (e for e in matrix.endpoints if e.namespace == ns):
-            callers = [p for p in matrix.paths if p.target == ep]
-            callees = [p for p in matrix.paths if p.source == ep]
+            callers = matrix.callers(ep)
+            callees = matrix.callees(ep)
             if callers:
                 about = ", ".join(f"{p.source.namespace}/{p.source.component}: {'+'.join(p.actions)}" for p in callers)
                 out.append(_np(f"ztid-ingress-{ep.component}", ns, matrix, {

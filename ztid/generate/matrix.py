@@ -66,6 +66,26 @@ class Matrix:
                 return p.actions
         return ()
 
+    def callers(self, target: Endpoint) -> list[Path]:
+        """The paths into ``target``, sorted."""
+        return self._index()[0].get(target, [])
+
+    def callees(self, source: Endpoint) -> list[Path]:
+        """The paths out of ``source``, sorted."""
+        return self._index()[1].get(source, [])
+
+    def _index(self) -> tuple[dict[Endpoint, list[Path]], dict[Endpoint, list[Path]]]:
+        cached = self.__dict__.get("_by_endpoint")
+        if cached is None:
+            into: dict[Endpoint, list[Path]] = {}
+            out: dict[Endpoint, list[Path]] = {}
+            for p in self.paths:
+                into.setdefault(p.target, []).append(p)
+                out.setdefault(p.source, []).append(p)
+            cached = (into, out)
+            object.__setattr__(self, "_by_endpoint", cached)
+        return cached
+
 
 def sa_id(policy: Policy, namespace: str, service_account: str) -> SpiffeId:
     """``spiffe://<policy trust domain>/ns/<namespace>/sa/<service_account>``.
@@ -86,13 +106,19 @@ def template_namespaces(policy: Policy) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _allowed_actions(policy: Policy, source: SpiffeId, target: SpiffeId) -> tuple[str, ...]:
+def _allowed_actions(policy: Policy, source: SpiffeId, target: SpiffeId | str, *,
+                     target_tenant: str | None = None) -> tuple[str, ...]:
     acts = []
     for action in sorted(policy.actions):
-        d = policy.decide(source, target, action)
+        d = policy.decide(source, target, action, target_tenant=target_tenant)
         if d.allowed and not d.would_deny:
             acts.append(action)
     return tuple(acts)
+
+
+def _allow_pairs(policy: Policy) -> frozenset[tuple[str, str]]:
+    """(source, target) component pairs some allow rule names: deny by default rules out every other pair."""
+    return frozenset((r.source, r.target) for r in policy.rules() if r.effect == "allow")
 
 
 def compile_matrix(policy: Policy, namespaces: Iterable[str]) -> Matrix:
@@ -105,23 +131,27 @@ def compile_matrix(policy: Policy, namespaces: Iterable[str]) -> Matrix:
     if not nss:
         raise UsageError("no namespaces to generate for (name them with --namespace)")
     notes: list[str] = []
-    endpoints: list[Endpoint] = []
+    endpoints: dict[Endpoint, tuple[SpiffeId, str | None]] = {}  # endpoint -> (its ID, its tenant)
     for ns in nss:
         for comp in sorted(policy.components):
             try:
-                ident = policy.identify(sa_id(policy, ns, comp))
+                sid = sa_id(policy, ns, comp)
             except IdentityError as exc:
                 raise UsageError(f"namespace {ns!r} or component {comp!r} cannot appear in a SPIFFE ID: {exc}") from exc
+            ident = policy.identify(sid)
             if ident.component == comp:
-                endpoints.append(Endpoint(ns, comp))
+                endpoints[Endpoint(ns, comp)] = (sid, ident.tenant)
             else:
                 notes.append(f"service account {comp!r} in namespace {ns!r} is {ident.component or 'no component'} "
                              f"to the policy, so component {comp!r} gets no rules there")
+    candidates = _allow_pairs(policy)
     paths = []
-    for src in endpoints:
-        for tgt in endpoints:
-            acts = _allowed_actions(policy, sa_id(policy, src.namespace, src.component),
-                                    sa_id(policy, tgt.namespace, tgt.component))
+    for src, (src_id, _) in endpoints.items():
+        for tgt, (_, tgt_tenant) in endpoints.items():
+            if (src.component, tgt.component) not in candidates:
+                continue
+            # The target as (component, tenant) is what decide() derives from its SPIFFE ID.
+            acts = _allowed_actions(policy, src_id, tgt.component, target_tenant=tgt_tenant)
             if acts:
                 paths.append(Path(src, tgt, acts))
     return Matrix(policy, nss, tuple(endpoints), tuple(sorted(paths)), tuple(notes))
