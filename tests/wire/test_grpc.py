@@ -218,3 +218,13 @@ def test_aio_server(pki, policy):
         assert [p.component for p in seen] == ["inference", "inference"]
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_source_that_stops_serving_denies_every_call(pki, registry):
+    target, source, calls = registry()
+    with plain_channel(target, pki.ca.issue(sid("/inference/llm")), pki.ca.bundle().to_pem()) as chan:
+        assert chan.unary_unary(f"/{SERVICE}/GetModel")(b"1", timeout=10) == b"model:1"
+        source.close()  # e.g. the Workload API revoked this workload: fail closed
+        code, details = _code(lambda: chan.unary_unary(f"/{SERVICE}/GetModel")(b"2", timeout=10))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "cannot authorize" in details
+    assert len(calls) == 1
