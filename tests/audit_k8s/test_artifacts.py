@@ -161,3 +161,23 @@ def test_cli_artifacts(tmp_path, capsys):
     assert code == 1 and doc["audit"] == "artifacts"
     assert {f["id"] for f in doc["findings"]} == {"ZT-ART-002", "ZT-ART-003", "ZT-ART-004"}
     assert main(["audit", "artifacts", str(run), "--fail-on", "none"]) == 0
+
+
+def test_sibling_signature_counts_and_a_raised_signing_error_is_a_refusal(tmp_path):
+    from ztid.errors import SigningError
+
+    run = _run(tmp_path, [{"path": "w.bin", "sha256": _sha(WEIGHTS)}], files={"w.bin": WEIGHTS, "w.bin.sig": b"{}"})
+    assert _ids(audit_artifacts(run)) == Counter({"ZT-ART-008": 1})
+
+    def verify(artifact, signature, *, entry, run_dir):
+        assert signature == "w.bin.sig"
+        raise SigningError("signer spiffe://ai-platform.example/ns/a/sa/inference may not write registry")
+
+    report = audit_artifacts(run, verify_signature=verify)
+    assert _ids(report) == Counter({"ZT-ART-009": 1}) and "may not write" in report.findings[0].message
+
+    def broken(artifact, signature, *, entry, run_dir):
+        raise RuntimeError("bug in the verifier")
+
+    with pytest.raises(RuntimeError):
+        audit_artifacts(run, verify_signature=broken)

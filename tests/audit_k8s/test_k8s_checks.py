@@ -207,3 +207,22 @@ def test_credential_reason_never_echoes_the_value(name, value):
     assert reason is None or reason in vocabulary
     if value.startswith(("hf_", "AKIA")) and reason is None:
         raise AssertionError(f"token shape not recognised: {value!r}")
+
+
+def test_generate_name_only_objects_are_audited():
+    text = "apiVersion: v1\nkind: Pod\nmetadata: {generateName: train-, namespace: a}\nspec: {hostIPC: true}\n"
+    findings = audit_manifests(parse_manifests(text)).findings
+    assert any(f.rule.id == "ZT-K8S-004" and f.resource.name == "train-*" for f in findings)
+
+
+def test_internal_load_balancer_is_reported_as_internal():
+    text = """apiVersion: v1
+kind: Service
+metadata:
+  name: registry
+  namespace: a
+  annotations: {networking.gke.io/load-balancer-type: Internal}
+spec: {type: LoadBalancer}
+"""
+    [f] = [f for f in audit_manifests(parse_manifests(text)).findings if f.rule.id == "ZT-K8S-015"]
+    assert "internal load balancer" in f.message

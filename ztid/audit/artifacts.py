@@ -7,7 +7,9 @@ A run directory holds ``metadata.json`` and/or ``artifact_info.json`` files (at 
      "sha256": "9f86d0...",                        # or "hash"/"digest"/"checksum": "sha256:9f86d0..."
      "signature": "model.sig"}                     # or "signature_path", "sig"
 
-Paths resolve against the metadata file's directory and must stay inside the run directory.
+Paths resolve against the metadata file's directory and must stay inside the run directory. An
+entry without a signature key still counts as signed when ``<artifact>.sig`` or
+``<artifact>.sigstore.json`` sits beside it.
 Signature *verification* is a hook: pass ``verify_signature`` (see :class:`SignatureCheck`);
 without one a present signature is reported as not verified (info), never as valid.
 """
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 from ztid.audit import artifacts_rules as A
 from ztid.audit.artifacts_rules import ARTIFACT_RULES
 from ztid.audit.findings import Finding, Location, Report, Resource, Rule
-from ztid.errors import AuditError
+from ztid.errors import AuditError, SigningError
 
 __all__ = ["ARTIFACT_RULES", "METADATA_NAMES", "SignatureCheck", "SignatureVerdict", "audit_artifacts"]
 
@@ -34,6 +36,7 @@ MAX_METADATA_BYTES = 16 << 20
 _PATH_KEYS = ("path", "uri", "file", "location", "name")
 _HASH_KEYS = ("sha256", "sha384", "sha512", "hash", "digest", "checksum")
 _SIG_KEYS = ("signature", "signature_path", "sig")
+_SIG_SUFFIXES = (".sig", ".sigstore.json")  # a detached signature beside the artifact counts as recorded
 _STRONG = {"sha256": 64, "sha384": 96, "sha512": 128}
 _BY_LENGTH = {v: k for k, v in _STRONG.items()}
 _CRED_NAMES = frozenset({".env", "credentials.json", "credentials", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519",
@@ -54,7 +57,8 @@ class SignatureVerdict:
 
 class SignatureCheck(Protocol):
     """Verify the signature recorded for ``artifact`` (``entry`` is its metadata object, ``signature``
-    the signature file or value as recorded). Must not raise for a bad signature: return a verdict."""
+    the signature file or value as recorded). Return a verdict; a ``SigningError`` raised instead is
+    taken as a refusal. Any other exception propagates (a broken verifier is not a finding)."""
 
     def __call__(self, artifact: Path, signature: str, *, entry: Mapping[str, Any], run_dir: Path) -> SignatureVerdict:
         ...
@@ -165,13 +169,20 @@ def _check_entry(path_text: str, entry: Mapping[str, Any], meta: Path, root: Pat
         elif _file_digest(target, algo) != value:
             yield _finding(A.MISMATCH, "Artifact", name, f"{algo} of the file differs from the recorded one", loc)
     signature = next((str(entry[k]) for k in _SIG_KEYS if entry.get(k)), None)
+    if signature is None and target is not None:
+        sibling = next((target.with_name(target.name + s) for s in _SIG_SUFFIXES
+                        if target.with_name(target.name + s).is_file()), None)
+        signature = _rel(sibling, root) if sibling is not None else None
     if signature is None:
         yield _finding(A.NO_SIGNATURE, "Artifact", name, "no signature recorded", loc)
     elif target is not None:
         if verify is None:
             yield _finding(A.UNVERIFIED, "Artifact", name, "signature recorded but not verified by this audit", loc)
         else:
-            verdict = verify(target, signature, entry=entry, run_dir=root)
+            try:
+                verdict = verify(target, signature, entry=entry, run_dir=root)
+            except SigningError as exc:  # a verifier may raise its refusal instead of returning it
+                verdict = SignatureVerdict(False, str(exc))
             if not verdict.valid:
                 yield _finding(A.BAD_SIGNATURE, "Artifact", name, f"signature does not verify: {verdict.detail}", loc)
 

@@ -37,9 +37,10 @@ def _selects_all(m: Manifest, spec: Mapping[str, Any], key: str = "podSelector")
 def _dns_only(m: Manifest, rules: list[Any]) -> bool:
     """True if every egress rule allows only port 53 (the usual 'allow DNS' beside a default deny)."""
     for i, rule in enumerate(rules):
-        rule = as_map(rule, f"{m.location}: {m.kind}/{m.name}", f"spec.egress[{i}]")
+        where = f"{m.location}: {m.kind}/{m.name}"
+        rule = as_map(rule, where, f"spec.egress[{i}]")
         ports = list_of(m, rule.get("ports"), f"spec.egress[{i}].ports")
-        if not ports or any(str(as_map(p, m.name, "ports[]").get("port")) != "53" for p in ports):
+        if not ports or any(str(as_map(p, where, f"spec.egress[{i}].ports[]").get("port")) != "53" for p in ports):
             return False
     return True
 
@@ -125,6 +126,21 @@ def check_authz_baseline(inv: Inventory) -> Iterator[Finding]:
                               "no allow-nothing AuthorizationPolicy: Istio allows requests no ALLOW policy covers")
 
 
+_INTERNAL_LB = {  # cloud annotations that keep a LoadBalancer on the private network
+    "networking.gke.io/load-balancer-type": "internal",
+    "cloud.google.com/load-balancer-type": "internal",
+    "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+    "service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+    "service.beta.kubernetes.io/oci-load-balancer-internal": "true",
+}
+
+
+def _internal_lb(svc: Manifest) -> bool:
+    annotations = as_map(svc.metadata.get("annotations"), f"{svc.location}: Service/{svc.name}", "metadata.annotations")
+    return any(str(annotations.get(k, "")).lower() == v for k, v in _INTERNAL_LB.items())
+
+
 def check_services(inv: Inventory) -> Iterator[Finding]:
     for svc in inv.services:
         spec = spec_of(svc)
@@ -132,6 +148,8 @@ def check_services(inv: Inventory) -> Iterator[Finding]:
         if kind in ("LoadBalancer", "NodePort"):
             ranges = list_of(svc, spec.get("loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges")
             extra = f" (source ranges {', '.join(map(str, ranges))})" if ranges else ""
+            if kind == "LoadBalancer" and _internal_lb(svc):
+                extra += " (internal load balancer: not internet-facing, but still around the mesh)"
             yield _obj_finding(R.EXPOSED_SERVICE, svc, f"type {kind}{extra}", kind)
         if list_of(svc, spec.get("externalIPs"), "spec.externalIPs"):
             yield _obj_finding(R.EXPOSED_SERVICE, svc, "externalIPs set", "externalIPs")

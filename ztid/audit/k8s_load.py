@@ -63,7 +63,8 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        return str(self.metadata.get("name", ""))
+        name = self.metadata.get("name")
+        return str(name) if name else f"{self.metadata.get('generateName', '')}*"
 
     @property
     def namespace(self) -> str | None:
@@ -84,11 +85,12 @@ def _check_object(obj: object, source: str, line: int | None) -> Mapping[str, An
     meta = obj.get("metadata")
     if kind.endswith("List") and "items" in obj:
         return obj
-    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) or not meta.get("name"):
-        raise AuditError(f"{_where(source, line)}: {kind} without metadata.name")
+    if not isinstance(meta, Mapping) or not any(isinstance(meta.get(k), str) and meta.get(k)
+                                                for k in ("name", "generateName")):
+        raise AuditError(f"{_where(source, line)}: {kind} without metadata.name (or generateName)")
     ns = meta.get("namespace")
     if ns is not None and not isinstance(ns, str):
-        raise AuditError(f"{_where(source, line)}: {kind} {meta['name']!r}: metadata.namespace is not a string")
+        raise AuditError(f"{_where(source, line)}: {kind} {meta.get('name')!r}: metadata.namespace is not a string")
     return obj
 
 
