@@ -19,8 +19,9 @@ RDMA_DEVICE_PATHS = ("/dev/infiniband", "/sys/class/infiniband", "/dev/rdma")
 
 
 def _finding(rule: Rule, w: Workload, message: str, subject: str = "") -> Finding:
-    part = f" ({w.part})" if w.part else ""
-    return Finding(rule, w.resource, message + part, f"{w.part}/{subject}" if w.part else subject, w.location)
+    if w.part:  # a training-operator replica type (Master, Worker, Launcher...)
+        return Finding(rule, w.resource, f"{w.part}: {message}", f"{w.part}/{subject}", w.location)
+    return Finding(rule, w.resource, message, subject, w.location)
 
 
 def check_host_namespaces(w: Workload, inv: Inventory) -> Iterator[Finding]:

@@ -59,8 +59,9 @@ def _gpus(w: Workload) -> list[str]:
 
 
 def _finding(rule: R.Rule, w: Workload, message: str, subject: str) -> Finding:
-    part = f" ({w.part})" if w.part else ""
-    return Finding(rule, w.resource, message + part, f"{w.part}/{subject}" if w.part else subject, w.location)
+    if w.part:  # a training-operator replica type (Master, Worker, Launcher...)
+        return Finding(rule, w.resource, f"{w.part}: {message}", f"{w.part}/{subject}", w.location)
+    return Finding(rule, w.resource, message, subject, w.location)
 
 
 def check_identity(w: Workload, policy: Policy) -> Iterator[Finding]:
