@@ -165,3 +165,8 @@ def test_docs_cover_every_check():
         assert "Why it matters for AI workloads" in body and "How to fix" in body and "What is detected" in body
         for name in rule.scanners.values():
             assert name in body
+
+
+def test_unwritable_output_exits_2(capsys, tmp_path):
+    code, _, err = run(capsys, "audit", "k8s", CHECKS / "zt-k8s-003.pos.yaml", "-o", tmp_path / "no" / "dir" / "x")
+    assert code == 2 and "No such file" in err
