@@ -121,7 +121,11 @@ def test_signature_hook_is_called_and_its_refusal_reported(tmp_path):
         return SignatureVerdict(False, "signer spiffe://ai-platform.example/ns/a/sa/inference may not write registry")
 
     report = audit_artifacts(run, verify_signature=verify)
-    assert calls == [("w.bin", "w.sig", "w.bin", run.resolve())]
+    assert calls == [("w.bin", "w.sig", "w.bin", run.resolve())]  # no such file: the recorded string as is
+    (run / "w.sig").write_bytes(b"{}")
+    calls.clear()
+    audit_artifacts(run, verify_signature=verify)
+    assert calls == [("w.bin", run.resolve() / "w.sig", "w.bin", run.resolve())]  # a file: its absolute path
     assert _ids(report) == Counter({"ZT-ART-009": 1})
     assert "may not write registry" in report.findings[0].message
 
@@ -170,7 +174,7 @@ def test_sibling_signature_counts_and_a_raised_signing_error_is_a_refusal(tmp_pa
     assert _ids(audit_artifacts(run)) == Counter({"ZT-ART-008": 1})
 
     def verify(artifact, signature, *, entry, run_dir):
-        assert signature == "w.bin.sig"
+        assert signature == run.resolve() / "w.bin.sig"
         raise SigningError("signer spiffe://ai-platform.example/ns/a/sa/inference may not write registry")
 
     report = audit_artifacts(run, verify_signature=verify)

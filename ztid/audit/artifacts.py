@@ -56,11 +56,15 @@ class SignatureVerdict:
 
 
 class SignatureCheck(Protocol):
-    """Verify the signature recorded for ``artifact`` (``entry`` is its metadata object, ``signature``
-    the signature file or value as recorded). Return a verdict; a ``SigningError`` raised instead is
-    taken as a refusal. Any other exception propagates (a broken verifier is not a finding)."""
+    """Verify the signature recorded for ``artifact`` (an absolute path; ``entry`` is its metadata object).
 
-    def __call__(self, artifact: Path, signature: str, *, entry: Mapping[str, Any], run_dir: Path) -> SignatureVerdict:
+    ``signature`` is the signature file as an absolute :class:`~pathlib.Path` when the recorded value
+    names a file inside the run (relative to the metadata file), else the recorded string as is (an
+    inline signature, a URI). Return a verdict; a ``SigningError`` raised instead is taken as a
+    refusal. Any other exception propagates (a broken verifier is not a finding)."""
+
+    def __call__(self, artifact: Path, signature: Path | str, *, entry: Mapping[str, Any],
+                 run_dir: Path) -> SignatureVerdict:
         ...
 
 
@@ -168,11 +172,15 @@ def _check_entry(path_text: str, entry: Mapping[str, Any], meta: Path, root: Pat
                            "(ztid sign) so each file is hashed", loc, "dir")
         elif _file_digest(target, algo) != value:
             yield _finding(A.MISMATCH, "Artifact", name, f"{algo} of the file differs from the recorded one", loc)
-    signature = next((str(entry[k]) for k in _SIG_KEYS if entry.get(k)), None)
-    if signature is None and target is not None:
-        sibling = next((target.with_name(target.name + s) for s in _SIG_SUFFIXES
-                        if target.with_name(target.name + s).is_file()), None)
-        signature = _rel(sibling, root) if sibling is not None else None
+    recorded = next((str(entry[k]) for k in _SIG_KEYS if entry.get(k)), None)
+    signature: Path | str | None = recorded
+    if recorded is not None and "://" not in recorded:
+        candidate = (meta.parent / recorded).resolve()
+        if (candidate == root or root in candidate.parents) and candidate.is_file():
+            signature = candidate
+    elif recorded is None and target is not None:
+        signature = next((target.with_name(target.name + s) for s in _SIG_SUFFIXES
+                          if target.with_name(target.name + s).is_file()), None)
     if signature is None:
         yield _finding(A.NO_SIGNATURE, "Artifact", name, "no signature recorded", loc)
     elif target is not None:
