@@ -1,0 +1,92 @@
+"""Open an encrypted channel between two workloads: mTLS (verified, authorized), handshake, then the channel.
+
+Server::
+
+    with tls.listen(("127.0.0.1", 0), source=source, policy=policy, action="write") as listener:
+        ch = channel_net.accept(listener, source=source)
+        ch.recv_into(tensor)
+
+Client::
+
+    ch = channel_net.connect(address, source=source, policy=policy, expect="training", action="write")
+    ch.send(tensor)
+
+The mTLS connection authenticates both SVIDs and asks the policy on both sides; the session
+handshake runs inside it. With ``data="tcp"`` (default) the TLS layer is then shut down cleanly
+(``SSLSocket.unwrap``) and the same TCP connection carries the channel's frames: every frame is
+authenticated with keys only the two workloads hold, so TLS would only encrypt a second time (the
+stdlib's TLS runs ~1.3 GB/s here against ~10 GB/s for the channel's AES-GCM). ``data="tls"`` keeps
+TLS underneath for those who want both layers.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from ztid.crypto.channel import Channel
+from ztid.crypto.session import handshake
+from ztid.enforce import tls
+from ztid.errors import TransportError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ztid.source import SvidSource
+
+__all__ = ["accept", "connect", "over"]
+
+
+def over(conn: "tls.ZtidSocket", *, source: "SvidSource", initiator: bool, data: str = "tcp", context: bytes = b"", **options: Any) -> Channel:
+    """Run the handshake on an authorized mTLS socket and return the channel on that connection.
+
+    Args:
+        conn: from :func:`ztid.enforce.tls.connect` or ``Listener.accept``; it is consumed.
+        source: this workload's SVID source (its SPIFFE ID is bound into the keys).
+        initiator: True on the connecting side.
+        data: ``"tcp"`` to carry frames on the bare TCP connection after TLS shutdown, ``"tls"``
+            to keep them inside TLS.
+        context: bytes bound into the keys (the initiator's are used).
+        **options: passed to :class:`Channel` (segment_size, rekey_after, ...).
+
+    Raises:
+        TransportError: the handshake or the TLS shutdown failed.
+        SourceError: the source cannot serve.
+        UsageError: unknown ``data`` mode.
+    """
+    if data not in ("tcp", "tls"):
+        raise UsageError(f"data must be 'tcp' or 'tls', not {data!r}")
+    local_id = source.snapshot().svid.spiffe_id
+    try:
+        keys = handshake(conn, local_id=local_id, initiator=initiator, context=context)
+        sock: Any = conn
+        if data == "tcp":
+            try:
+                sock = conn.unwrap()
+            except (ssl.SSLError, OSError) as exc:
+                raise TransportError(f"TLS shutdown before the channel failed: {exc}") from exc
+        sock.settimeout(None)
+    except BaseException:
+        conn.close()
+        raise
+    return Channel(keys, sock=sock, **options)
+
+
+def connect(
+    address: Any, *, source: "SvidSource", policy: Any, expect: Any, action: str = "write", data: str = "tcp", context: bytes = b"", **options: Any
+) -> Channel:
+    """Connect with mTLS (server must be ``expect``, the policy must allow ``action``), then open the channel.
+
+    Raises:
+        TransportError, PermissionDenied, SourceError: from the mTLS connection or the handshake.
+    """
+    conn = tls.connect(address, source=source, policy=policy, expect=expect, action=action)
+    return over(conn, source=source, initiator=True, data=data, context=context, **options)
+
+
+def accept(listener: "tls.Listener", *, source: "SvidSource", data: str = "tcp", **options: Any) -> Channel:
+    """Accept the next authorized client of ``listener`` and open the channel with it.
+
+    Raises:
+        TransportError: the listener failed or the handshake failed.
+    """
+    conn, _peer = listener.accept()
+    return over(conn, source=source, initiator=False, data=data, **options)
