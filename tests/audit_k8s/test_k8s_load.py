@@ -20,6 +20,13 @@ from ztid.errors import AuditError
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def test_yaml_merge_keys_are_not_duplicates():
+    text = "base: &b {name: c, image: i}\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n" \
+           "spec: {containers: [{<<: *b, securityContext: {privileged: true}}]}\n"
+    [m] = parse_manifests(text)
+    assert m.obj["spec"]["containers"][0]["name"] == "c"
+
+
 def test_multi_document_yaml_keeps_lines_and_skips_empty_documents():
     text = textwrap.dedent("""\
         ---
@@ -75,6 +82,10 @@ def test_kubectl_typed_list_json():
     ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: []}\n", "spec.template must be"),
     ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n}\nspec: {podSelector: {}, "
      "policyTypes: Ingress}\n", "spec.policyTypes must be a list"),
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    securityContext:\n"
+     "      privileged: true\n      privileged: false\n", "duplicate key 'privileged'"),
+    ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"hostPID": true, "hostPID": false}}',
+     "duplicate key 'hostPID'"),
 ])
 def test_malformed_input_is_a_located_audit_error(text, fragment):
     with pytest.raises(AuditError) as info:

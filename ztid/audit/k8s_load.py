@@ -26,8 +26,40 @@ from ztid.errors import AuditError
 __all__ = ["LIVE_KINDS", "Manifest", "load_live", "load_paths", "parse_manifests"]
 
 MAX_INPUT_BYTES = 64 << 20
-# libyaml when PyYAML was built with it (about 8x faster); both keep node marks, so lines survive.
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~8x faster, keeps node marks
+
+
+class _YamlLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loader that refuses duplicate mapping keys.
+
+    PyYAML keeps the last of two equal keys silently; other readers may not, so
+    ``{privileged: true, privileged: false}`` could audit clean and run privileged.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (readers disagree on which value wins)",
+                        key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} (readers disagree on which value wins)")
+        out[key] = value
+    return out
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 # Resource types read by --live: core kinds in one call, then optional ones one by one (a CRD the
@@ -139,8 +171,8 @@ def parse_manifests(data: bytes | str, *, source: str = "<string>") -> list[Mani
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            doc = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             where = f"{source}:{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else source
             raise AuditError(f"{where}: malformed JSON: {exc}") from exc
         docs = doc if isinstance(doc, list) else [doc]
