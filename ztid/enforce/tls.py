@@ -254,7 +254,9 @@ _client_state: "weakref.WeakKeyDictionary[Any, dict[bool, tuple[ContextCache, Pe
 
 def _client_parts(source: "SvidSource", allow_tls12: bool) -> tuple[ContextCache, PeerAuthorizer]:
     try:
-        per_source = _client_state.setdefault(source, {})
+        per_source = _client_state.get(source)
+        if per_source is None:
+            per_source = _client_state.setdefault(source, {})
     except TypeError:  # not weak-referenceable: no reuse across calls
         per_source = {}
     parts = per_source.get(allow_tls12)
