@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -226,9 +226,13 @@ def parse_bundle(data: bytes) -> ParsedBundle:
     for i, item in enumerate(certs):
         der = _b64(_get(item, "rawBytes", str, f"certificates[{i}]"), f"certificates[{i}].rawBytes")
         try:
-            chain.append(x509.load_der_x509_certificate(der))
-        except ValueError as exc:
-            raise _fail(f"certificates[{i}] is not a DER certificate") from exc
+            cert = x509.load_der_x509_certificate(der)
+            # cryptography parses lazily: read every field now, so a malformed one fails here, typed
+            cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.public_key()
+            cert.not_valid_before_utc, cert.not_valid_after_utc, list(cert.extensions)
+        except Exception as exc:  # ValueError, UnsupportedAlgorithm, DuplicateExtension…: all mean malformed
+            raise _fail(f"certificates[{i}] is not a well-formed DER certificate: {str(exc)[:120]}") from exc
+        chain.append(cert)
     env = _get(doc, "dsseEnvelope", dict, "bundle")
     ptype = _get(env, "payloadType", str, "dsseEnvelope")
     if ptype != PAYLOAD_TYPE:
@@ -247,7 +251,10 @@ def verify_envelope(parsed: ParsedBundle) -> None:
     Raises:
         SigningError: unsupported key, or the signature does not match the payload.
     """
-    key = parsed.chain[0].public_key()
+    try:
+        key = parsed.chain[0].public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise _fail(f"the signing certificate's public key is unreadable: {exc}") from exc
     algo = check_signing_key(key)
     try:
         key.verify(parsed.signature, pae(parsed.payload), ec.ECDSA(algo))
