@@ -19,7 +19,6 @@ headers. The default action is ``read`` for GET/HEAD/OPTIONS and ``write`` other
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -29,14 +28,11 @@ from typing import Any, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
-from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
-from google.rpc import code_pb2, status_pb2
 
 from ztid.audit.decisions import new_decision_id
 from ztid.enforce.extauthz_config import ExtAuthzConfig, Route, default_action, normal_path
+from ztid.enforce.extauthz_response import STATIC_DENY, allowed_response, denied_response
 from ztid.enforce.xfcc import XfccElement, parse_xfcc
 from ztid.errors import IdentityError, ZtidError
 from ztid.policy import Decision
@@ -140,15 +136,15 @@ class ExtAuthz:
             decision = Decision.deny(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
             decision_id = new_decision_id()
             try:
-                return CheckOutcome(decision, decision_id, _denied(decision, decision_id))
+                return CheckOutcome(decision, decision_id, denied_response(decision, decision_id))
             except Exception:  # noqa: BLE001
-                return CheckOutcome(decision, decision_id, _STATIC_DENY)
+                return CheckOutcome(decision, decision_id, STATIC_DENY)
 
     def refuse(self, code: str, reason: str) -> CheckOutcome:
         """A logged deny for a request refused before any mapping (e.g. its caller may not ask)."""
         decision = Decision.deny(code, reason)
         decision_id = self._record(decision, "", None) or new_decision_id()
-        return CheckOutcome(decision, decision_id, _denied(decision, decision_id))
+        return CheckOutcome(decision, decision_id, denied_response(decision, decision_id))
 
     # ------------------------------------------------------------------ the mapping
     def _evaluate(self, request: Any) -> CheckOutcome:
@@ -189,7 +185,7 @@ class ExtAuthz:
                                      policy_digest=decision.policy_digest, mode=decision.mode,
                                      source=decision.source, target=decision.target, action=decision.action)
             decision_id = new_decision_id()
-        response = self._allowed(decision, decision_id, headers) if decision.allowed else _denied(decision, decision_id)
+        response = self._allowed(decision, decision_id, headers) if decision.allowed else denied_response(decision, decision_id)
         return CheckOutcome(decision, decision_id, response)
 
     def _allowed(self, decision: Decision, decision_id: str, headers: Mapping[str, str]) -> external_auth_pb2.CheckResponse:
@@ -200,7 +196,7 @@ class ExtAuthz:
         if hit is None or hit[0] is not decision:
             if len(self._ok) >= _CACHE_LIMIT:
                 self._ok.clear()
-            hit = (decision, _allowed(decision, "", strip))  # holding decision keeps its id() unique
+            hit = (decision, allowed_response(decision, "", strip))  # holding decision keeps its id() unique
             self._ok[key] = hit
         response = external_auth_pb2.CheckResponse()
         response.CopyFrom(hit[1])
@@ -365,60 +361,3 @@ def _headers(http: Any) -> Mapping[str, str]:
         value = hv.value or hv.raw_value.decode("utf-8", "replace")
         out[name] = f"{out[name]},{value}" if name in out else value
     return out
-
-
-def _option(key: str, value: str) -> base_pb2.HeaderValueOption:
-    return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=key, value=value),
-        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-    )
-
-
-def _metadata(decision: Decision, decision_id: str) -> struct_pb2.Struct:
-    src = decision.source
-    fields = {
-        "decision_id": decision_id, "allowed": decision.allowed, "reason_code": decision.code,
-        "spiffe_id": None if src is None else str(src.spiffe_id), "component": None if src is None else src.component,
-        "tenant": None if src is None else src.tenant, "rule": decision.rule,
-        "would_deny": decision.would_deny, "policy_digest": decision.policy_digest or None,
-    }
-    meta = struct_pb2.Struct()
-    meta.update({k: v for k, v in fields.items() if v is not None})
-    return meta
-
-
-def _allowed(decision: Decision, decision_id: str, strip: tuple[str, ...]) -> external_auth_pb2.CheckResponse:
-    src = decision.source
-    ok = external_auth_pb2.OkHttpResponse(
-        headers=[
-            _option("x-ztid-peer", "" if src is None else str(src.spiffe_id)),
-            _option("x-ztid-component", (src.component or "") if src is not None else ""),
-            _option("x-ztid-decision-id", decision_id),
-        ],
-        headers_to_remove=strip,
-    )
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.OK), ok_response=ok, dynamic_metadata=_metadata(decision, decision_id)
-    )
-
-
-def _denied(decision: Decision, decision_id: str) -> external_auth_pb2.CheckResponse:
-    body = json.dumps({"decision_id": decision_id, "reason": decision.code}, sort_keys=True)
-    denied = external_auth_pb2.DeniedHttpResponse(
-        status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden),
-        headers=[_option("content-type", "application/json"), _option("x-ztid-decision-id", decision_id)],
-        body=body,
-    )
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=decision.code),
-        denied_response=denied, dynamic_metadata=_metadata(decision, decision_id),
-    )
-
-
-_STATIC_DENY: Final = external_auth_pb2.CheckResponse(
-    status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=INTERNAL_ERROR),
-    denied_response=external_auth_pb2.DeniedHttpResponse(
-        status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden),
-        body='{"reason": "internal_error"}',
-    ),
-)
