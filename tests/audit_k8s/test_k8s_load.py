@@ -20,6 +20,16 @@ from ztid.errors import AuditError
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def test_alias_expansion_is_bounded():
+    # nine levels of ten aliases each: 10**9 nodes once expanded, from a few hundred bytes
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    text = "\n".join(lines) + "\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+    with pytest.raises(AuditError, match="aliases expand"):
+        parse_manifests(text, source="bomb.yaml")
+
+
 def test_yaml_merge_keys_are_not_duplicates():
     text = "base: &b {name: c, image: i}\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n" \
            "spec: {containers: [{<<: *b, securityContext: {privileged: true}}]}\n"

@@ -53,6 +53,30 @@ class _YamlLoader(_BaseLoader):  # type: ignore[misc, valid-type]
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_EXPANDED_NODES = 5_000_000  # per document, counting every alias use at full size
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded (memoised: linear in distinct nodes)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            kids = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            kids = [n for pair in node.value for n in pair]
+        if children_done or not kids:
+            sizes[id(node)] = 1 + sum(sizes.get(id(k), 0) for k in kids)
+            continue
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes[id(root)]
+
+
 def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -178,6 +202,7 @@ def parse_manifests(data: bytes | str, *, source: str = "<string>") -> list[Mani
         docs = doc if isinstance(doc, list) else [doc]
         return [m for d in docs for m in _expand(d, source, 1)]
     out: list[Manifest] = []
+    may_alias = "&" in text  # an alias needs an anchor, and an anchor is written with '&'
     try:
         loader = _YamlLoader(text)
     except yaml.YAMLError as exc:  # the reader rejects control characters up front
@@ -186,6 +211,8 @@ def parse_manifests(data: bytes | str, *, source: str = "<string>") -> list[Mani
         while loader.check_node():
             node = loader.get_node()
             line = node.start_mark.line + 1
+            if may_alias and _expanded_size(node) > MAX_EXPANDED_NODES:
+                raise AuditError(f"{source}:{line}: YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes")
             obj = loader.construct_document(node)
             if obj is None:  # an empty document (a lone '---')
                 continue
