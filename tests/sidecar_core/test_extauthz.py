@@ -225,6 +225,16 @@ def test_xfcc_uri_disagrees_with_its_certificate(
     assert_denied(xfcc_authz.check(via_proxy(make_request, certs, header)), "xfcc_mismatch")
 
 
+def test_xfcc_cert_that_is_not_the_chain_leaf(
+    xfcc_authz: ExtAuthz, make_request: MakeRequest, certs: dict[str, Any]
+) -> None:
+    training, inference = certs["training"], certs["inference"]
+    der = training.leaf.public_bytes(serialization.Encoding.DER)
+    el = XfccElement(by=(PROXY,), hash=hashlib.sha256(der).hexdigest(), chain=training.chain_pem().decode(),
+                     cert=inference.leaf.public_bytes(serialization.Encoding.PEM).decode(), uri=(TRAINING,))
+    assert_denied(xfcc_authz.check(via_proxy(make_request, certs, format_xfcc([el]))), "xfcc_mismatch")
+
+
 def test_xfcc_over_a_plaintext_hop(xfcc_authz: ExtAuthz, make_request: MakeRequest, certs: dict[str, Any]) -> None:
     req = make_request(headers={"x-forwarded-client-cert": xfcc_for(certs["training"])}, context_extensions=WRITE_REGISTRY)
     assert_denied(xfcc_authz.check(req), "xfcc_untrusted")
@@ -377,6 +387,24 @@ def test_failures_of_dependencies_are_denies(bundles: Any, policy: Any, make_req
     assert_denied(ExtAuthz(broken, bundles).check(req), "internal_error")
     assert_denied(ExtAuthz(lambda: None, bundles).check(req), "no_policy")
     assert_denied(ExtAuthz(policy, broken).check(req), "internal_error")
+
+
+def test_internal_errors_are_logged_denies(bundles: Any, make_request: MakeRequest, tmp_path: Path) -> None:
+    class Exploding:
+        digest, mode = "x" * 64, "enforce"
+
+        def identify(self, spiffe_id: Any) -> Any:
+            raise RuntimeError("bug")
+
+        def decide(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("bug")
+
+    with DecisionLog(tmp_path / "d.log") as log:
+        out = ExtAuthz(Exploding(), bundles, log=log).evaluate(
+            make_request(principal=TRAINING, destination=REGISTRY, context_extensions=WRITE_REGISTRY))
+    assert_denied(out.response, "internal_error")
+    logged = [json.loads(x) for x in (tmp_path / "d.log").read_text().splitlines()][1:]
+    assert [(x["decision_id"], x["reason_code"]) for x in logged] == [(out.decision_id, "internal_error")]
 
 
 def test_policy_and_bundles_are_read_per_request(policy: Any, audit_policy: Any, bundles: Any,

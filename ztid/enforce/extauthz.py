@@ -134,7 +134,7 @@ class ExtAuthz:
         except Exception as exc:  # noqa: BLE001 - the last line of defence: deny, never abort the RPC
             _log.exception("ext_authz check failed; denying")
             decision = Decision.deny(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
-            decision_id = new_decision_id()
+            decision_id = self._record(decision, "", None) or new_decision_id()  # logged like every decision
             try:
                 return CheckOutcome(decision, decision_id, denied_response(decision, decision_id))
             except Exception:  # noqa: BLE001
@@ -308,6 +308,8 @@ class ExtAuthz:
         if peer != proxy and peer != client:
             raise _Deny(XFCC_MISMATCH, f"the mTLS peer {peer} is neither the trusted proxy nor the XFCC client")
         pem = last.chain or last.cert
+        if last.chain is not None and last.cert is not None and _leaf_sha256(last.cert) != _leaf_sha256(last.chain):
+            raise _Deny(XFCC_MISMATCH, "the XFCC Cert is not the leaf of its Chain")
         if pem is not None:
             verified = self._verify(pem, XFCC_CERTIFICATE_INVALID)
             if verified != client:
