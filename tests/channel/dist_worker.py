@@ -28,7 +28,8 @@ def main() -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=dt.timedelta(seconds=60))
     svid = X509Svid.load(directory / f"rank{rank}.pem", directory / f"rank{rank}.key")
-    source = StaticSource(svid, BundleSet.load(*sorted(directory.glob("bundle*.pem"))))
+    extra = directory / f"bundle_rank{rank}.pem"  # a rank-specific extra bundle (the foreign rank trusts both domains)
+    source = StaticSource(svid, BundleSet.load(directory / "bundle.pem", *([extra] if extra.exists() else [])))
     policy = load_policy(directory / "policy.yaml")
     result: dict[str, object] = {"rank": rank}
     try:
