@@ -9,9 +9,10 @@ Two figures, each as a ratio ztid / stdlib (target >= 0.95):
   against the peer's own trust domain's bundle, identity mapping and a policy decision on each side).
 * **bulk MB/s**: one stream of ``--mib`` MiB (default 256) in 1 MiB ``sendall`` calls, acknowledged.
 
-Rounds alternate stdlib / ztid (order swapped each round); the ratio is the median of the per-round
-ratios. For CPU per handshake, lower is better (a ratio near 1.0 means ztid's own work is small). ``python -m bench tls``, or
-``python bench/bench_tls.py --seconds 0.25 --rounds 30 --bulk-rounds 6 --mib 256``.
+Rounds alternate stdlib / ztid / control (order rotated each round); the ratio is the median of the
+per-round ratios. "control" is stdlib against a second, identical stdlib server: its ratio to stdlib
+would be 1.000 on a quiet machine, so its distance from 1 is the noise band of the run. For CPU per handshake, lower is better (a ratio near 1.0 means ztid's own work is small). ``python -m bench tls``, or
+``python bench/bench_tls.py --seconds 0.25 --rounds 24 --bulk-rounds 4 --mib 256``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class _Servers:
     def __init__(self, setup: _Setup, mib: int) -> None:
         ctx = mp.get_context("fork")
         self.procs, self.addrs = [], {}
-        for mode in ("stdlib", "ztid"):
+        for mode in ("stdlib", "ztid", "control"):
             for kind in ("hs", "bulk"):
                 recv, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_serve, args=(setup, mode, kind, send, mib), daemon=True)
@@ -148,8 +149,8 @@ def bulk(connect: Any, addr: Any, mib: int, data: bytes) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.25, help="per handshake round")
-    parser.add_argument("--rounds", type=int, default=30, help="handshake rounds (pairs)")
-    parser.add_argument("--bulk-rounds", type=int, default=6, help="bulk rounds (pairs)")
+    parser.add_argument("--rounds", type=int, default=24, help="handshake rounds")
+    parser.add_argument("--bulk-rounds", type=int, default=4, help="bulk rounds")
     parser.add_argument("--mib", type=int, default=256, help="bulk stream size")
     args = parser.parse_args(argv or [])
     results: dict[tuple[str, str], list[float]] = {}
@@ -158,28 +159,31 @@ def main(argv: list[str] | None = None) -> None:
         setup = _Setup(tmp)
         servers = _Servers(setup, args.mib)
         try:
-            clients = {mode: _client(setup, mode) for mode in ("stdlib", "ztid")}
-            for mode in ("stdlib", "ztid"):  # warm both paths (imports, first contexts)
+            clients = {mode: _client(setup, mode) for mode in ("stdlib", "ztid", "control")}
+            orders = [("stdlib", "ztid", "control"), ("control", "ztid", "stdlib"), ("ztid", "stdlib", "control")]
+            for mode in clients:  # warm every path (imports, first contexts)
                 handshakes(clients[mode], servers.addrs[(mode, "hs")], 0.2)
             for r in range(args.rounds):
-                for mode in (("stdlib", "ztid") if r % 2 == 0 else ("ztid", "stdlib")):
+                for mode in orders[r % 3]:
                     rate, cpu = handshakes(clients[mode], servers.addrs[(mode, "hs")], args.seconds)
                     results.setdefault(("hs", mode), []).append(rate)
                     results.setdefault(("cpu", mode), []).append(cpu)
             for r in range(args.bulk_rounds):
-                for mode in (("stdlib", "ztid") if r % 2 == 0 else ("ztid", "stdlib")):
+                for mode in orders[r % 3]:
                     results.setdefault(("bulk", mode), []).append(bulk(clients[mode], servers.addrs[(mode, "bulk")], args.mib, data))
         finally:
             servers.close()
     print(f"TLS 1.3 mTLS over 127.0.0.1, rounds alternating stdlib/ztid ({args.rounds} x {args.seconds} s handshakes, "
           f"{args.bulk_rounds} bulk); medians, ratio = median of per-round ratios (pairs of back-to-back runs)")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (client and servers share them)")
+    print("  control: stdlib against a second stdlib server, measured the same way; its ratio shows the noise band")
     for kind, unit, label in (("hs", "handshakes/s", "sequential handshakes"), ("bulk", "MB/s", f"bulk, one {args.mib} MiB stream"),
                               ("cpu", "µs", "client CPU per handshake")):
-        ref, ours = results[(kind, "stdlib")], results[(kind, "ztid")]
+        ref, ours, ctl = results[(kind, "stdlib")], results[(kind, "ztid")], results[(kind, "control")]
         paired = statistics.median(o / r for o, r in zip(ours, ref))
-        print(f"  {label:<26} stdlib {statistics.median(ref):8.1f} {unit:<12} ztid {statistics.median(ours):8.1f} {unit:<12} ratio {paired:5.3f}")
-
+        control = statistics.median(c / r for c, r in zip(ctl, ref))
+        print(f"  {label:<26} stdlib {statistics.median(ref):8.1f} {unit:<12} ztid {statistics.median(ours):8.1f} {unit:<12} "
+              f"ratio {paired:5.3f}   (control {control:5.3f})")
 
 if __name__ == "__main__":
     import sys

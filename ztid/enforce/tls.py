@@ -286,8 +286,8 @@ def connect(
         expect: the server's component (as the policy's templates map it, in one of the policy's
             trust domains) or its exact SpiffeId.
         action: also require the policy to allow this workload ``action`` on the server.
-        timeout: seconds for connect and handshake; kept on the socket afterwards, as with
-            ``socket.create_connection``.
+        timeout: seconds for connect and handshake. The returned socket is blocking, as the
+            server's side is (a long-lived data connection may idle); ``conn.settimeout()`` sets I/O timeouts.
         allow_tls12: offer TLS 1.2 too (default TLS 1.3 only).
         server_hostname: SNI to send (not used for verification: the SPIFFE ID is).
 
@@ -320,6 +320,7 @@ def connect(
     try:
         presented, verified = peer_chains(conn)
         verdict = authorize_outbound(authz, presented, verified, snap, policy, expect, action)
+        conn.settimeout(None)
     except BaseException as exc:
         conn.close()
         _reraise(exc)
