@@ -8,7 +8,8 @@ import types
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ztid.bundle import Bundle, BundleSet
@@ -524,3 +525,18 @@ def test_errors_never_echo_the_token_or_its_signature(kit):
 def test_messages_stay_short_whatever_the_token_holds(kit, header, payload):
     token = kit.sign(header, payload or kit.claims(), kit.keys.ec256, "ES256")
     assert len(rejected(kit, token)) < 400
+
+
+@pytest.mark.parametrize("alg", ["PS256", "PS384", "PS512"])
+def test_pss_salt_must_be_the_hash_length(kit, alg):
+    # RFC 7518 §3.5: the salt is as long as the hash. A PSS signature with another salt length is not a JWS signature.
+    h_alg = {"PS256": hashes.SHA256, "PS384": hashes.SHA384, "PS512": hashes.SHA512}[alg]()
+    header = kit.b64(json.dumps({"alg": alg, "kid": "a-rsa2048"}).encode())
+    body = kit.b64(json.dumps(kit.claims()).encode())
+    for salt, ok in ((h_alg.digest_size, True), (0, False), (padding.PSS.MAX_LENGTH, False)):
+        sig = kit.keys.rsa2048.sign(f"{header}.{body}".encode(), padding.PSS(mgf=padding.MGF1(h_alg), salt_length=salt), h_alg)
+        token = f"{header}.{body}.{kit.b64(sig)}"
+        if ok:
+            assert check(kit, token).algorithm == alg
+        else:
+            rejected(kit, token, VerificationError, match="signature does not verify")
