@@ -311,7 +311,7 @@ def _verify(path: str | os.PathLike[str], signature: str | os.PathLike[str] | No
     try:
         verified = verify_x509_svid(list(parsed.chain), bundles, at=signed_at)
     except SvidError as exc:
-        raise SigningError(f"signer certificate refused at the claimed signing time {_iso(signed_at)}: {exc}") from exc
+        raise SigningError(f"signer refused: {exc} (checked at the claimed signing time {_iso(signed_at)})") from exc
     if str(verified.spiffe_id) != statement.claim.spiffe_id:
         raise SigningError(f"the ztid claim names {statement.claim.spiffe_id[:200]!r} but the certificate is "
                            f"{verified.spiffe_id}")
