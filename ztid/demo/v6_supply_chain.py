@@ -39,8 +39,8 @@ def _model(root: Path) -> Path:
     return root
 
 
-def _short(exc: Exception, work: Path, width: int = 132) -> str:
-    text = str(exc).replace(f"{work}/", "")
+def _short(exc: Exception, work: Path, width: int = 140) -> str:
+    text = str(exc).replace(f"{work}/", "").split(": validation failed")[0]  # the why, not the verifier's detail
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
