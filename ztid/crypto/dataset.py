@@ -16,6 +16,7 @@ Torch is not imported here (see :mod:`ztid.crypto.torch`); gRPC only when a key 
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -118,6 +119,7 @@ class SealedFile(io.RawIOBase):
     def __init__(self, path: str | os.PathLike[str], keys: KeyCache, *, dataset: str | None = None, name: str | None = None) -> None:
         super().__init__()
         self.path = os.fspath(path)
+        self._map = None
         try:
             self._f = _builtin_open(path, "rb")
         except OSError as exc:
@@ -129,10 +131,14 @@ class SealedFile(io.RawIOBase):
                     raise CryptoError(f"sealed file {self.path!r} is {what} {got!r}, expected {want!r}")
             self._keys = keys
             self._lease = keys.lease_for(header)
-            self._dec = RandomAccessDecryptor(self._lease.key(), self._f, header.associated_data(),
+            # Decrypt straight from the page cache: no copy of the ciphertext into a scratch buffer.
+            # (Files are replaced, never rewritten in place, by seal and rewrap, so the map stays valid;
+            # someone truncating the file under a reader makes it fault: see docs/threat-model.md.)
+            self._map: mmap.mmap | None = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._dec = RandomAccessDecryptor(self._lease.key(), memoryview(self._map), header.associated_data(),
                                               segment_size=header.segment_size, start=header.length)
         except BaseException:
-            self._f.close()
+            self._release()
             raise
         self.size = self._dec.size
         self._pos = 0
@@ -179,10 +185,22 @@ class SealedFile(io.RawIOBase):
         n = self.readinto(out) if out else 0
         return bytes(out[:n])
 
+    def _release(self) -> None:
+        dec = self.__dict__.pop("_dec", None)
+        if dec is not None:
+            dec.close()
+            del dec  # its views of the map go with it, so the map can close
+        m = self.__dict__.pop("_map", None)
+        if m is not None:
+            try:
+                m.close()
+            except BufferError:  # a view is still alive somewhere; the map closes when it is collected
+                pass
+        self._f.close()
+
     def close(self) -> None:
         if not self.closed:
-            self._dec.close()
-            self._f.close()
+            self._release()
         super().close()
 
 
