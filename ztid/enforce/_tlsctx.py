@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ztid.source import SvidSnapshot, SvidSource
     from ztid.svid import X509Svid
 
-__all__ = ["ContextCache", "build_context", "peer_chains", "union_pem"]
+__all__ = ["ContextCache", "build_context", "following_context", "peer_chains", "union_pem"]
 
 
 def union_pem(bundles: "BundleSet") -> str:
@@ -102,6 +102,11 @@ class ContextCache:
         self._lock = threading.Lock()
         self._current: tuple[int, ssl.SSLContext, "SvidSnapshot"] | None = None
 
+    @property
+    def allow_tls12(self) -> bool:
+        """Whether the contexts accept TLS 1.2."""
+        return self._allow_tls12
+
     def current(self) -> tuple[ssl.SSLContext, "SvidSnapshot"]:
         """The context and snapshot every new handshake uses.
 
@@ -122,6 +127,35 @@ class ContextCache:
                 cur = (snap.generation, ctx, snap)
                 self._current = cur
         return cur[1], cur[2]
+
+
+def following_context(contexts: ContextCache) -> ssl.SSLContext:
+    """A server context that, on every ClientHello, swaps itself for ``contexts``' current one.
+
+    OpenSSL calls the servername callback for every ClientHello, with or without SNI; setting
+    ``sslobj.context`` there switches the certificate, key and verification store for that
+    handshake. A source that cannot serve refuses the handshake with an internal_error alert.
+
+    Raises:
+        SourceError: the source cannot serve now.
+        TransportError: the snapshot cannot be turned into a context.
+    """
+    _, snap = contexts.current()
+    front = build_context(snap, server_side=True, allow_tls12=contexts.allow_tls12)
+
+    def _follow(sslobj: Any, _server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        from ztid.errors import ZtidError
+
+        try:
+            ctx, _ = contexts.current()
+        except ZtidError:
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        if sslobj.context is not ctx:
+            sslobj.context = ctx
+        return None
+
+    front.sni_callback = _follow
+    return front
 
 
 def peer_chains(sslobj: ssl.SSLSocket | ssl.SSLObject) -> tuple[list[bytes], list[bytes] | None]:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ztid.enforce._peer import PeerAuthorizer, PolicyLike, Verdict, authorize_inbound, authorize_outbound
-from ztid.enforce._tlsctx import ContextCache, build_context, peer_chains
+from ztid.enforce._tlsctx import ContextCache, build_context, following_context, peer_chains
 from ztid.errors import TransportError, UsageError, ZtidError
 from ztid.spiffeid import SpiffeId
 
@@ -370,21 +370,7 @@ def server_context(source: "SvidSource", *, allow_tls12: bool = False) -> ssl.SS
         SourceError: the source cannot serve.
         TransportError: the SVID or anchors were refused by OpenSSL.
     """
-    contexts = ContextCache(source, server_side=True, allow_tls12=allow_tls12)
-    contexts.current()  # fail now, not at the first handshake
-    front = build_context(source.snapshot(), server_side=True, allow_tls12=allow_tls12)
-
-    def _follow(sslobj: Any, _server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
-        try:
-            ctx, _ = contexts.current()
-        except ZtidError:
-            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # cannot serve: refuse the handshake
-        if sslobj.context is not ctx:
-            sslobj.context = ctx
-        return None
-
-    front.sni_callback = _follow
-    return front
+    return following_context(ContextCache(source, server_side=True, allow_tls12=allow_tls12))
 
 
 def client_context(source: "SvidSource", *, allow_tls12: bool = False) -> ssl.SSLContext:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ztid.enforce._peer import PeerAuthorizer, PolicyLike, authorize_inbound, authorize_outbound
-from ztid.enforce._tlsctx import ContextCache, build_context, peer_chains
+from ztid.enforce._tlsctx import ContextCache, following_context, peer_chains
 from ztid.enforce.tls import _client_parts, _reraise
 from ztid.errors import TransportError, UsageError, ZtidError
 from ztid.spiffeid import SpiffeId
@@ -41,24 +41,6 @@ __all__ = ["open_connection", "start_server"]
 
 _log = logging.getLogger("ztid.enforce.tls")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Identity"], Awaitable[None]]
-
-
-def _following_context(contexts: ContextCache, source: "SvidSource", allow_tls12: bool) -> Any:
-    front = build_context(source.snapshot(), server_side=True, allow_tls12=allow_tls12)
-
-    def _follow(sslobj: Any, _name: str | None, _ctx: Any) -> int | None:
-        try:
-            ctx, _ = contexts.current()
-        except ZtidError:
-            import ssl
-
-            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
-        if sslobj.context is not ctx:
-            sslobj.context = ctx
-        return None
-
-    front.sni_callback = _follow
-    return front
 
 
 async def start_server(
@@ -93,8 +75,7 @@ async def start_server(
     if "ssl" in kwargs:
         raise UsageError("ssl= is built by ztid from the source; do not pass it")
     contexts = ContextCache(source, server_side=True, allow_tls12=allow_tls12)
-    contexts.current()
-    ssl_ctx = _following_context(contexts, source, allow_tls12)
+    ssl_ctx = following_context(contexts)
     authz = PeerAuthorizer()
     reject = on_reject or (lambda exc, addr: _log.warning("ztid: refused connection from %s: %s", addr or "unix peer", exc))
 
