@@ -203,3 +203,28 @@ def test_audit_artifacts_signature_outside_the_run_is_not_followed(capsys, tmp_p
     code, out, _ = run(capsys, "audit", "artifacts", run_dir, "--json", "--bundle", root_pem, "--policy", POLICY)
     msgs = [f["message"] for f in json.loads(out)["findings"] if f["id"] == "ZT-ART-009"]
     assert code == 1 and msgs and "not found inside the run directory" in msgs[0]
+
+
+def test_sign_with_the_workload_api(capsys, tmp_path, make_model):
+    """`ztid sign --socket`: the SVID and key come from a real Workload API server (the dev agent)."""
+    import shutil
+    import tempfile
+
+    from ztid.agent.server import DevAgent
+    from ztid.devca import DevCA
+
+    ca_dir = tmp_path / "ca"
+    DevCA.create("ai-platform.example").save(ca_dir)
+    short = Path(tempfile.mkdtemp(prefix="zs", dir="/tmp"))  # unix socket paths are short
+    try:
+        with DevAgent(ca_dir, short / "a.sock", spiffe_id=TRAINING) as agent:
+            model = make_model()
+            code, out, err = run(capsys, "sign", model, "--socket", agent.endpoint, "--json")
+        assert code == 0, err
+        assert json.loads(out)["signer"] == TRAINING
+        code, out, err = run(capsys, "verify", model, "--bundle", ca_dir / "bundle.pem", "--policy", POLICY)
+        assert code == 0, out + err
+        code, _, err = run(capsys, "sign", model, "--socket", agent.endpoint, "--cert", "x.pem")
+        assert code == 2 and "not both" in err
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
