@@ -143,6 +143,11 @@ class SealedFile(io.RawIOBase):
         self.size = self._dec.size
         self._pos = 0
 
+    @property
+    def lease(self) -> "KeyLease":
+        """The lease this file currently reads under."""
+        return self._lease
+
     def _check_lease(self) -> None:
         if self._lease.valid:
             return
