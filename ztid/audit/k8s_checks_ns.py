@@ -63,6 +63,7 @@ def default_deny_directions(m: Manifest) -> set[str]:
 
 
 def check_default_deny(inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-001: namespaces without default-deny NetworkPolicies for Ingress and Egress."""
     covered: dict[str, set[str]] = {}
     for ns, policies in inv.network_policies.items():  # every policy is read, so a malformed one always fails
         for np in policies:
@@ -82,6 +83,7 @@ def _mtls_mode(m: Manifest) -> tuple[str, bool]:
 
 
 def check_strict_mtls(inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-010: effective mTLS not STRICT, workload and port overrides to PERMISSIVE/DISABLE."""
     mesh_mode, mesh_source = "PERMISSIVE", "Istio default"
     for pa in inv.peer_authentications.get(inv.istio_root, []):
         mode, whole = _mtls_mode(pa)
@@ -118,6 +120,7 @@ def _is_baseline(m: Manifest) -> bool:
 
 
 def check_authz_baseline(inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-011: namespaces without an allow-nothing (or deny-all) AuthorizationPolicy."""
     if any(_is_baseline(ap) for ap in inv.authorization_policies.get(inv.istio_root, [])):
         return
     for ns in inv.audited_namespaces():
@@ -142,6 +145,7 @@ def _internal_lb(svc: Manifest) -> bool:
 
 
 def check_services(inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-015: LoadBalancer/NodePort Services and externalIPs."""
     for svc in inv.services:
         spec = spec_of(svc)
         kind = str(spec.get("type") or "ClusterIP")
@@ -156,6 +160,7 @@ def check_services(inv: Inventory) -> Iterator[Finding]:
 
 
 def check_secrets(inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-012 (legacy token Secrets) and ZT-K8S-014 (credentials in ConfigMaps)."""
     for s in inv.secrets:
         if s.obj.get("type") == "kubernetes.io/service-account-token":
             annotations = as_map(s.metadata.get("annotations"), s.name, "metadata.annotations")

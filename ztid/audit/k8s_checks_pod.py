@@ -25,6 +25,7 @@ def _finding(rule: Rule, w: Workload, message: str, subject: str = "") -> Findin
 
 
 def check_host_namespaces(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-002/003/004: hostNetwork, hostPID, hostIPC."""
     for key, rule in (("hostNetwork", R.HOST_NETWORK), ("hostPID", R.HOST_PID), ("hostIPC", R.HOST_IPC)):
         if w.pod_spec.get(key) is True:
             extra = "; NetworkPolicy does not apply to it" if key == "hostNetwork" else ""
@@ -32,6 +33,7 @@ def check_host_namespaces(w: Workload, inv: Inventory) -> Iterator[Finding]:
 
 
 def check_privileged(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-005: privileged containers (init and ephemeral too), SYS_ADMIN/ALL capabilities."""
     for c in w.containers():
         sc = c.security_context
         if sc.get("privileged") is True:
@@ -50,6 +52,7 @@ def _effective(c: Container, pod_sc: Mapping[str, Any], key: str) -> Any:
 
 
 def check_root(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-006 (runs as root) and ZT-K8S-007 (may run as root); container settings override the pod's."""
     pod_sc = w.pod_security_context
     for c in w.containers():
         if c.field == "ephemeralContainers":
@@ -73,6 +76,7 @@ def _resource_names(c: Container, w: Workload) -> set[str]:
 
 
 def check_rdma(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-008: RDMA/InfiniBand resources, capabilities and device hostPaths."""
     signals: list[str] = []
     for c in w.containers():
         for name in sorted(_resource_names(c, w)):
@@ -114,6 +118,7 @@ def _injection(w: Workload, inv: Inventory) -> tuple[bool, str]:
 
 
 def check_sidecar(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-009: no mesh sidecar container and no injection."""
     names = {c.name for c in w.containers() if c.field == "containers" or c.is_native_sidecar}
     if names & MESH_CONTAINERS:
         return
@@ -123,6 +128,7 @@ def check_sidecar(w: Workload, inv: Inventory) -> Iterator[Finding]:
 
 
 def check_automount(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-013: service-account token automounted (the pod's setting beats the account's)."""
     pod_value = w.pod_spec.get("automountServiceAccountToken")
     sa_name = w.service_account
     if pod_value is False:
@@ -139,6 +145,7 @@ def check_automount(w: Workload, inv: Inventory) -> Iterator[Finding]:
 
 
 def check_env_secrets(w: Workload, inv: Inventory) -> Iterator[Finding]:
+    """ZT-K8S-014: credentials as literal env values or command-line arguments."""
     for c in w.containers():
         for i, env in enumerate(as_list(c.spec.get("env"), w.where, f"{c.name}.env")):
             env = as_map(env, w.where, f"{c.name}.env[{i}]")

@@ -65,6 +65,7 @@ def _finding(rule: R.Rule, w: Workload, message: str, subject: str) -> Finding:
 
 
 def check_identity(w: Workload, policy: Policy) -> Iterator[Finding]:
+    """ZT-K8S-016: the service account's SPIFFE ID maps to no declared component."""
     sa = w.service_account
     try:
         sid = workload_spiffe_id(policy, w.namespace, sa)
@@ -81,6 +82,7 @@ def check_identity(w: Workload, policy: Policy) -> Iterator[Finding]:
 
 def check_gpu(w: Workload, policy: Policy, gpu_namespaces: Collection[str] | None,
               hosts: dict[str, bool]) -> Iterator[Finding]:
+    """ZT-K8S-017: GPUs requested in a namespace the policy (or ``gpu_namespaces``) does not allow."""
     gpus = _gpus(w)
     if not gpus:
         return
