@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--decision-log", metavar="FILE", help="append every decision to this tamper-evident log")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--reflection", action="store_true", default=None, help="enable gRPC server reflection")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run N processes sharing TCP ports (SO_REUSEPORT); unix sockets and logs get .1, .2, ...")
     p.add_argument("--check-config", action="store_true", help="validate config and policy, print a summary, exit")
     p.add_argument("--probe", action="store_true",
                    help="ask a running sidecar's gRPC health service (first --listen, else the config's): "
@@ -61,6 +63,7 @@ def build_config(args: argparse.Namespace) -> Any:
         "decision_log": args.decision_log,
         "metrics": args.metrics,
         "reflection": args.reflection,
+        "workers": args.workers,
     }
     if args.config:
         return load_config(args.config).with_overrides(**overrides)
@@ -107,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = {
         "ok": True, "listen": list(config.listen), "policy": config.policy, "policy_digest": policy.digest,
         "mode": policy.mode, "decision_log": config.decision_log, "metrics": config.metrics,
-        "trust_xfcc": config.extauthz.trust_xfcc, "tls": config.tls,
+        "trust_xfcc": config.extauthz.trust_xfcc, "tls": config.tls, "workers": config.workers,
     }
     if args.check_config:
         emit(args, summary, f"config ok: listen {', '.join(config.listen)}; policy sha256 {policy.digest[:12]} "
@@ -124,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
+        if config.workers > 1:
+            from ztid.sidecar.workers import serve_workers
+
+            return serve_workers(config, ready=ready, log_level=args.log_level)
         asyncio.run(Sidecar(config).serve(ready=ready))
     except ZtidError as exc:
         return error_exit(args, exc, code=EXIT_USAGE, kind="sidecar")

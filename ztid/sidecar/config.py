@@ -15,6 +15,7 @@
     tls: {enabled: false, allowed_clients: []}   # mTLS with the sidecar's own SVID on TCP listeners
     reload_interval: 1.0                     # seconds between policy file checks
     drain_seconds: 5                         # SIGTERM: answer in-flight checks for up to this long
+    workers: 1                               # >1: processes sharing TCP ports (SO_REUSEPORT); see workers.py
     extauthz: {trust_xfcc: false, proxy_id: null, require_certificate: false, routes: []}
 
 Relative paths are relative to the config file's directory.
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_LISTEN", "SidecarConfig", "load_config", "parse_listen"]
 DEFAULT_LISTEN: Final = "unix:/tmp/ztid-authz.sock"
 _HOST_PORT_RE: Final = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})\Z")
 _TOP: Final = frozenset({"listen", "policy", "trust", "decision_log", "metrics", "reflection", "tls",
-                         "reload_interval", "drain_seconds", "extauthz"})
+                         "reload_interval", "drain_seconds", "extauthz", "workers"})
 
 
 def parse_listen(text: str) -> str:
@@ -82,6 +83,7 @@ class SidecarConfig:
     reload_interval: float = 1.0
     drain_seconds: float = 5.0
     extauthz: ExtAuthzConfig = field(default_factory=ExtAuthzConfig)
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -103,6 +105,8 @@ class SidecarConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"decision_log.{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not 1 <= self.workers <= 64:
+            raise ConfigError(f"workers must be an integer from 1 to 64, not {self.workers!r}")
         for name in ("reload_interval", "drain_seconds"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
@@ -240,6 +244,7 @@ def parse_config(data: Any, *, name: str = "<config>", base: str = ".", lines: d
         "allowed_clients": allowed,
         "reload_interval": top.get("reload_interval", 1.0),
         "drain_seconds": top.get("drain_seconds", 5.0),
+        "workers": top.get("workers", 1),
     }
     try:
         fields["extauthz"] = ExtAuthzConfig.from_mapping(top.get("extauthz"), location=f"{name}: extauthz")

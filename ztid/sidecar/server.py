@@ -104,7 +104,9 @@ class Sidecar:
             TransportError: a listener cannot be bound.
         """
         self._loaded = asyncio.Event()
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # SO_REUSEPORT only when this is one of several workers; otherwise a second sidecar on the
+        # same port is an error, not a silent split of the traffic.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if self.config.workers > 1 else 0)])
         server.add_generic_rpc_handlers((_authorization_handler(self),))
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -248,24 +250,48 @@ class Sidecar:
                 except OSError:
                     pass
 
-    async def serve(self, *, ready: Any = None) -> None:
+    async def serve(self, *, ready: Any = None, children: Any = None) -> None:
         """Run until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy.
 
         Args:
             ready: called with this Sidecar once the listeners are bound.
+            children: worker processes (``multiprocessing.Process``) to pass SIGHUP/SIGTERM on to;
+                if one of them exits on its own, this one drains too (so the container restarts whole).
         """
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
+        kids = list(children or ())
+
+        def hup() -> None:
+            self._on_sighup()
+            for kid in kids:
+                if kid.is_alive():
+                    os.kill(kid.pid, signal.SIGHUP)
+
         loop.add_signal_handler(signal.SIGTERM, done.set)
         loop.add_signal_handler(signal.SIGINT, done.set)
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        loop.add_signal_handler(signal.SIGHUP, hup)
+
+        async def watch_children() -> None:
+            while not done.is_set():
+                if any(not kid.is_alive() for kid in kids):
+                    _log.error("a sidecar worker exited; draining all workers")
+                    done.set()
+                await asyncio.sleep(0.5)
+
+        watcher = loop.create_task(watch_children()) if kids else None
         try:
             await self.start()
             if ready is not None:
                 ready(self)
             await done.wait()
+            for kid in kids:
+                if kid.is_alive():
+                    kid.terminate()  # SIGTERM: each worker drains on its own
             _log.info("draining (up to %ss)", self.config.drain_seconds)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
