@@ -117,10 +117,10 @@ class KeyService:
                 except CryptoError as exc:
                     decision = self._backend_deny(policy, caller, decision, exc)
                 else:
-                    if self.registry.get(record.dataset) is None and self._register:
-                        self.registry.register(record)
                     result = Released(dek, record.key_id, w.version, w.wrapped, lease, not_after, "")
         decision_id = self._write(decision, "NewKey", dataset, record, result)
+        if decision.allowed and result is not None and self.registry.get(record.dataset) is None:
+            self.registry.register(record)  # only once the answer is on record
         return self._answer(decision, decision_id, result)
 
     def wrap_key(self, caller: Caller, dataset: str, data_key: bytes) -> Wrapped:
