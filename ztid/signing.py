@@ -35,7 +35,7 @@ from ztid.bundle import Bundle, BundleSet
 from ztid.errors import SigningError, SvidError, UsageError
 from ztid.identity import Identity
 from ztid.policy import Decision, Policy
-from ztid.signing_format import Claim, build_bundle, check_signing_key, parse_bundle, parse_statement, verify_envelope
+from ztid.signing_format import MAX_SIGNATURE_BYTES, Claim, build_bundle, check_signing_key, parse_bundle, parse_statement, verify_envelope
 from ztid.spiffeid import SpiffeId
 from ztid.svid import X509Svid, verify_x509_svid
 
@@ -299,7 +299,8 @@ def _verify(path: str | os.PathLike[str], signature: str | os.PathLike[str] | No
         raise SigningError(f"model {str(model)!r} does not exist")
     sig_path = Path(signature) if signature is not None else default_signature_path(model)
     try:
-        data = sig_path.read_bytes()
+        with sig_path.open("rb") as f:
+            data = f.read(MAX_SIGNATURE_BYTES + 1)  # parse_bundle refuses anything longer, unread
     except FileNotFoundError:
         raise SigningError(f"model {str(model)!r} is unsigned: no signature at {str(sig_path)!r}") from None
     except OSError as exc:

@@ -268,3 +268,25 @@ def test_a_copy_keeps_its_signature_valid(make_model, training, bundles, policy,
     copy = shutil.copytree(model, tmp_path / "copy" / "model")
     shutil.copy(model.with_name("model.sig"), copy.with_name("model.sig"))
     assert verify_model(copy, bundles=bundles, policy=policy).allowed
+
+
+def test_audit_mode_policy_allows_with_would_deny(make_model, inference, bundles):
+    from pathlib import Path
+
+    from ztid.policy import parse_policy
+
+    text = (Path(__file__).resolve().parents[2] / "policy.yaml").read_text().replace("mode: enforce", "mode: audit")
+    audit = parse_policy(text, name="policy-audit.yaml")
+    model = make_model()
+    sign_model(model, inference)
+    result = require_signed(model, bundles=bundles, policy=audit)
+    assert result.allowed and result.decision.would_deny and result.decision.mode == "audit"
+
+
+def test_oversized_signature_is_refused_unread(make_model, bundles, policy):
+    from ztid.signing_format import MAX_SIGNATURE_BYTES
+
+    model = make_model()
+    with model.with_name("model.sig").open("wb") as f:
+        f.truncate(MAX_SIGNATURE_BYTES + 10)
+    _refused(model, bundles, policy, "larger than 64 MiB")
