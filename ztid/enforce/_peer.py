@@ -46,22 +46,24 @@ class _Entry:
     def __init__(self, bundles: "BundleSet", svid: VerifiedSvid, not_before: dt.datetime, not_after: dt.datetime) -> None:
         self.bundles = bundles  # keeps id(bundles) from being reused while the entry lives
         self.svid = svid
-        self.not_before = not_before
-        self.not_after = not_after
+        self.not_before = not_before.timestamp()  # POSIX seconds: compared with time.time() per hit
+        self.not_after = not_after.timestamp()
         self.expires = time.monotonic() + _CACHE_TTL
 
 
 class PeerAuthorizer:
     """Verification with a small cache, identification and the policy decision for one endpoint.
 
-    The cache key is the exact presented chain (DER) and the *identity* of the bundle set it was
-    verified against: a rotated bundle set is a new object, so a removed CA is never served from
-    the cache. A hit is still checked against the chain's validity window at the time of use.
+    The cache key is the leaf (DER) and the *identity* of the bundle set its chain was verified
+    against: a rotated bundle set is a new object, so a removed CA is never served from the cache.
+    Keying by the leaf is sound because the leaf is what the handshake authenticated (the peer
+    proved its key) and a path from it to its own domain's bundle was found earlier; the entry keeps
+    that path's validity window, and a hit outside it (or older than five minutes) verifies afresh.
     """
 
     def __init__(self, *, maxsize: int = 1024) -> None:
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[int, tuple[bytes, ...]], _Entry] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, bytes], _Entry] = OrderedDict()
         self._maxsize = maxsize
         self._anchors: tuple[Any, dict[Any, frozenset[bytes]]] | None = None
         self._ids: dict[tuple[int, SpiffeId], tuple[Any, "Identity"]] = {}
@@ -86,6 +88,13 @@ class PeerAuthorizer:
             self._anchors = held
         return held[1]
 
+    def cached(self, leaf_der: bytes, bundles: "BundleSet") -> VerifiedSvid | None:
+        """The earlier verification of this leaf against this very bundle set, if still valid now."""
+        entry = self._cache.get((id(bundles), leaf_der))
+        if entry is None or entry.bundles is not bundles or time.monotonic() >= entry.expires:
+            return None
+        return entry.svid if entry.not_before <= time.time() < entry.not_after else None
+
     def verify(self, chain_der: Sequence[bytes], bundles: "BundleSet") -> VerifiedSvid:
         """Verify ``chain_der`` (leaf first, as presented) against the leaf ID's own trust domain.
 
@@ -95,11 +104,10 @@ class PeerAuthorizer:
         if not chain_der:
             raise TransportError("peer presented no certificate")
         chain = tuple(chain_der)
-        key = (id(bundles), chain)
+        hit = self.cached(chain[0], bundles)
+        if hit is not None:
+            return hit
         now = dt.datetime.now(dt.timezone.utc)
-        entry = self._cache.get(key)
-        if entry is not None and entry.bundles is bundles and entry.not_before <= now < entry.not_after and time.monotonic() < entry.expires:
-            return entry.svid
         try:
             certs = [x509.load_der_x509_certificate(der) for der in chain]
         except ValueError as exc:
@@ -111,7 +119,7 @@ class PeerAuthorizer:
         not_before = max(c.not_valid_before_utc for c in certs)
         not_after = min(c.not_valid_after_utc for c in certs)
         with self._lock:
-            self._cache[key] = _Entry(bundles, svid, not_before, not_after)
+            self._cache[(id(bundles), chain[0])] = _Entry(bundles, svid, not_before, not_after)
             while len(self._cache) > self._maxsize:
                 self._cache.popitem(last=False)
         return svid
@@ -151,9 +159,6 @@ def admit(policy: "Policy", peer: "Identity", target: "Identity", action: str | 
     policy allows the peer *some* action on the target; each request is then checked by
     :func:`ztid.require` inside the handler. Never raises: a failure is a deny.
     """
-    from ztid.policy import Decision
-
-    digest = getattr(policy, "digest", "")
     try:
         if action is not None:
             return policy.decide(peer, target, action)
@@ -165,9 +170,15 @@ def admit(policy: "Policy", peer: "Identity", target: "Identity", action: str | 
             first = first or decision
         if first is not None:
             return first
-        return Decision.deny("unknown_action", "the policy defines no actions", policy_digest=digest, source=peer, target=str(target.component))
     except Exception as exc:  # an enforcement point that cannot decide answers deny
-        return Decision.deny("internal_error", f"policy evaluation failed: {type(exc).__name__}: {exc}", policy_digest=digest, source=peer)
+        from ztid.policy import Decision
+
+        return Decision.deny("internal_error", f"policy evaluation failed: {type(exc).__name__}: {exc}",
+                             policy_digest=getattr(policy, "digest", ""), source=peer)
+    from ztid.policy import Decision
+
+    return Decision.deny("unknown_action", "the policy defines no actions", policy_digest=getattr(policy, "digest", ""), source=peer,
+                         target=str(target.component))
 
 
 def expect_server(policy: "Policy", server: "Identity", expect: str | SpiffeId) -> None:
@@ -176,28 +187,29 @@ def expect_server(policy: "Policy", server: "Identity", expect: str | SpiffeId) 
     Raises:
         PermissionDenied: the server's ID (or its component) is not ``expect``; code ``unexpected_peer``.
     """
+    if isinstance(expect, SpiffeId):
+        if server.spiffe_id == expect:
+            return
+        wanted = str(expect)
+    else:
+        if server.component == expect and server.trust_domain in _policy_domains(policy):
+            return
+        wanted = f"component {expect!r}"
     from ztid.policy import Decision
 
-    if isinstance(expect, SpiffeId):
-        ok, wanted = server.spiffe_id == expect, str(expect)
-    else:
-        ok, wanted = server.component == expect and server.trust_domain in _policy_domains(policy), f"component {expect!r}"
-    if not ok:
-        decision = Decision.deny(
-            "unexpected_peer",
-            f"server is {server.spiffe_id} (component {server.component!r}), expected {wanted}",
-            policy_digest=getattr(policy, "digest", ""),
-            source=server,
-            target=str(expect),
-        )
-        raise PermissionDenied(decision)
+    decision = Decision.deny(
+        "unexpected_peer",
+        f"server is {server.spiffe_id} (component {server.component!r}), expected {wanted}",
+        policy_digest=getattr(policy, "digest", ""),
+        source=server,
+        target=str(expect),
+    )
+    raise PermissionDenied(decision)
 
 
-def _policy_domains(policy: "Policy") -> frozenset[Any]:
+def _policy_domains(policy: "Policy") -> Any:
     domains = getattr(policy, "trust_domains", None)
-    if domains:
-        return frozenset(domains)
-    return frozenset([policy.trust_domain])
+    return domains if domains else frozenset([policy.trust_domain])
 
 
 class Verdict:
@@ -213,20 +225,16 @@ class Verdict:
 
 def authorize_inbound(
     authz: PeerAuthorizer,
-    presented: Sequence[bytes],
-    verified: Sequence[bytes] | None,
+    svid: VerifiedSvid,
     snapshot: Any,
     policy_like: PolicyLike,
     action: str | None,
 ) -> Verdict:
-    """Server side: verify the client, map it, and decide ``action`` (or any action) on this workload.
+    """Server side: map the verified client and decide ``action`` (or any action) on this workload.
 
     Raises:
-        TransportError: the client's chain does not verify against its own trust domain's bundle.
         PermissionDenied: the policy denies the client (``.decision`` says why).
     """
-    svid = authz.verify(presented, snapshot.bundles)
-    authz.check_anchor(verified, svid, snapshot.bundles)
     policy = resolve_policy(policy_like)
     peer = authz.identify(policy, svid.spiffe_id)
     me = authz.identify(policy, snapshot.svid.spiffe_id)
@@ -238,22 +246,18 @@ def authorize_inbound(
 
 def authorize_outbound(
     authz: PeerAuthorizer,
-    presented: Sequence[bytes],
-    verified: Sequence[bytes] | None,
+    svid: VerifiedSvid,
     snapshot: Any,
     policy_like: PolicyLike,
     expect: str | SpiffeId,
     action: str | None,
 ) -> Verdict:
-    """Client side: verify the server, check it is ``expect``, and (with ``action``) that we may do it.
+    """Client side: check the verified server is ``expect`` and (with ``action``) that we may do it.
 
     Raises:
-        TransportError: the server's chain does not verify against its own trust domain's bundle.
         PermissionDenied: the server is not ``expect`` (code ``unexpected_peer``), or the policy denies
             this workload ``action`` on it.
     """
-    svid = authz.verify(presented, snapshot.bundles)
-    authz.check_anchor(verified, svid, snapshot.bundles)
     policy = resolve_policy(policy_like)
     server = authz.identify(policy, svid.spiffe_id)
     expect_server(policy, server, expect)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ztid.source import SvidSnapshot, SvidSource
     from ztid.svid import X509Svid
 
-__all__ = ["ContextCache", "build_context", "following_context", "peer_chains", "union_pem"]
+__all__ = ["ContextCache", "build_context", "following_context", "peer_chains", "union_pem", "verified_peer"]
 
 
 def union_pem(bundles: "BundleSet") -> str:
@@ -182,6 +182,24 @@ def peer_chains(sslobj: ssl.SSLSocket | ssl.SSLObject) -> tuple[list[bytes], lis
         leaf = sslobj.getpeercert(binary_form=True)
         presented = [leaf] if leaf else []
     return presented, anchor
+
+
+def verified_peer(authz: Any, sslobj: ssl.SSLSocket | ssl.SSLObject, bundles: "BundleSet") -> Any:
+    """The peer's VerifiedSvid: from ``authz``'s cache when this leaf was verified against these
+    bundles before, else by reading the presented chain and verifying it (and OpenSSL's anchor).
+
+    Raises:
+        TransportError: no certificate, or the chain does not verify against its own domain's bundle.
+    """
+    leaf = sslobj.getpeercert(binary_form=True)
+    if leaf:
+        hit = authz.cached(leaf, bundles)
+        if hit is not None:
+            return hit
+    presented, anchor = peer_chains(sslobj)
+    svid = authz.verify(presented, bundles)
+    authz.check_anchor(anchor, svid, bundles)
+    return svid
 
 
 def _der_list(certs: Sequence[Any] | None) -> list[bytes]:

@@ -85,8 +85,9 @@ class _Authz:
 
     def check(self, context: Any, action: str) -> tuple["Identity | None", grpc.StatusCode, str]:
         try:
-            presented = presented_chain(context.auth_context())
-            verdict = authorize_inbound(self._authz, presented, None, self._source.snapshot(), self._policy, action)
+            snap = self._source.snapshot()
+            svid = self._authz.verify(presented_chain(context.auth_context()), snap.bundles)
+            verdict = authorize_inbound(self._authz, svid, snap, self._policy, action)
             return verdict.peer, grpc.StatusCode.OK, ""
         except PermissionDenied as exc:
             return None, grpc.StatusCode.PERMISSION_DENIED, f"ztid: {exc.decision.code}: {exc.decision.reason}"

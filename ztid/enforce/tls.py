@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ztid.enforce._peer import PeerAuthorizer, PolicyLike, Verdict, authorize_inbound, authorize_outbound
-from ztid.enforce._tlsctx import ContextCache, build_context, following_context, peer_chains
+from ztid.enforce._tlsctx import ContextCache, build_context, following_context, verified_peer
 from ztid.errors import TransportError, UsageError, ZtidError
 from ztid.spiffeid import SpiffeId
 
@@ -188,8 +188,8 @@ class Listener:
             raw.close()
             raise TransportError(f"TLS handshake failed: {exc}") from exc
         try:
-            presented, verified = peer_chains(conn)
-            verdict = authorize_inbound(self._authz, presented, verified, snap, self._policy, self._action)
+            svid = verified_peer(self._authz, conn, snap.bundles)
+            verdict = authorize_inbound(self._authz, svid, snap, self._policy, self._action)
             conn.settimeout(None)
         except BaseException as exc:
             conn.close()
@@ -318,8 +318,8 @@ def connect(
         raw.close()
         raise TransportError(f"TLS handshake with {address!r} failed: {exc}") from exc
     try:
-        presented, verified = peer_chains(conn)
-        verdict = authorize_outbound(authz, presented, verified, snap, policy, expect, action)
+        svid = verified_peer(authz, conn, snap.bundles)
+        verdict = authorize_outbound(authz, svid, snap, policy, expect, action)
         conn.settimeout(None)
     except BaseException as exc:
         conn.close()
@@ -342,8 +342,8 @@ def authorize(
         PermissionDenied: the policy refuses the client.
     """
     try:
-        presented, verified = peer_chains(conn)
-        return authorize_inbound(_authorizer_for(source), presented, verified, source.snapshot(), policy, action)
+        authz, snap = _authorizer_for(source), source.snapshot()
+        return authorize_inbound(authz, verified_peer(authz, conn, snap.bundles), snap, policy, action)
     except BaseException as exc:
         _reraise(exc)
 

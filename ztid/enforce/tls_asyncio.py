@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ztid.enforce._peer import PeerAuthorizer, PolicyLike, authorize_inbound, authorize_outbound
-from ztid.enforce._tlsctx import ContextCache, following_context, peer_chains
+from ztid.enforce._tlsctx import ContextCache, following_context, verified_peer
 from ztid.enforce.tls import _client_parts, _reraise
 from ztid.errors import TransportError, UsageError, ZtidError
 from ztid.spiffeid import SpiffeId
@@ -82,8 +82,8 @@ async def start_server(
     async def _on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             _, snap = contexts.current()
-            presented, verified = peer_chains(writer.get_extra_info("ssl_object"))
-            verdict = authorize_inbound(authz, presented, verified, snap, policy, action)
+            svid = verified_peer(authz, writer.get_extra_info("ssl_object"), snap.bundles)
+            verdict = authorize_inbound(authz, svid, snap, policy, action)
         except Exception as exc:  # fail closed: nothing but an authorized peer reaches the handler
             writer.close()
             err = exc if isinstance(exc, ZtidError) else TransportError(f"cannot authorize the peer: {type(exc).__name__}: {exc}")
@@ -142,8 +142,8 @@ async def open_connection(
     except (OSError, asyncio.TimeoutError) as exc:
         raise TransportError(f"cannot connect to {path or (host, port)!r}: {exc}") from exc
     try:
-        presented, verified = peer_chains(writer.get_extra_info("ssl_object"))
-        verdict = authorize_outbound(authz, presented, verified, snap, policy, expect, action)
+        svid = verified_peer(authz, writer.get_extra_info("ssl_object"), snap.bundles)
+        verdict = authorize_outbound(authz, svid, snap, policy, expect, action)
     except BaseException as exc:
         writer.close()
         _reraise(exc)
