@@ -13,7 +13,7 @@ For every call, before the handler runs:
 
 Method → action: ``method_actions`` maps a full method (``/pkg.Service/Method``) or a bare method name
 to an action; otherwise a unary-request method named ``Get*`` or ``List*`` is ``read`` and every other
-method ``write``. Verified chains are cached by their exact bytes and the bundle set they were checked
+method ``write``. Verifications are cached by the caller's leaf and the bundle set they were checked
 against, so the per-call cost is a dict lookup plus the policy's (cached) decision.
 """
 
