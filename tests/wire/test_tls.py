@@ -329,3 +329,25 @@ def test_unexpected_errors_refuse_and_the_listener_keeps_serving(pki, policy, se
         assert conn.recv(10) == b"OK"
     with pytest.raises(TransportError):
         tls.connect(server.address, source=client, policy=_Broken(), expect="data-store")
+
+
+def test_verification_cache_is_per_bundle_set_object_and_never_holds_failures(pki):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ztid.bundle import BundleSet
+    from ztid.enforce._peer import PeerAuthorizer
+
+    authz = PeerAuthorizer()
+    svid = pki.ca.issue(sid("/training/job-7"))
+    chain = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    bundles = pki.bundles
+    assert authz.cached(chain[0], bundles) is None
+    assert authz.verify(chain, bundles).spiffe_id == svid.spiffe_id
+    assert authz.cached(chain[0], bundles).spiffe_id == svid.spiffe_id
+    assert authz.cached(chain[0], BundleSet(list(bundles.values()))) is None  # equal, but another object: no hit
+    forged = pki.ca.foreign(sid("/training/job-1", PARTNER))
+    forged_chain = [c.public_bytes(Encoding.DER) for c in forged.chain]
+    for _ in range(2):
+        with pytest.raises(TransportError):
+            authz.verify(forged_chain, pki.federated)
+    assert authz.cached(forged_chain[0], pki.federated) is None
