@@ -11,6 +11,9 @@ with the decision log on (fsync at checkpoints, a signed checkpoint every 1000 d
    ``h2load --rps`` with its per-request log (or, without h2load, a paced grpc.aio client whose
    own cost is then included in p50/p99).
 
+3. Multi-process mode (with h2load): ztid with ``workers: 2`` (SO_REUSEPORT) on TCP against the
+   bare server, one process, on TCP; 8 connections so the kernel spreads them over the workers.
+
 Targets from issue 4: RPS ratio >= 0.9, p99 <= 2 ms. Nothing here asserts timings.
 Run alone: ``python -m bench sidecar`` (about 50 s; ``ZTID_BENCH_SECONDS``, ``ZTID_BENCH_ROUNDS``).
 """
@@ -73,13 +76,34 @@ async def _serve_bare(sock: str) -> None:
     await server.wait_for_termination()
 
 
-async def _serve_ztid(sock: str, directory: Path) -> None:
-    from ztid.sidecar import Sidecar, SidecarConfig
+def _ztid_config(sock: str, directory: Path, workers: int = 1) -> object:
+    from ztid.sidecar import SidecarConfig
 
-    cfg = SidecarConfig(policy=str(ROOT / "policy.yaml"), listen=(sock,), bundles=(str(directory / "bundle.pem"),),
-                        svid_cert=str(directory / "sidecar.pem"), svid_key=str(directory / "sidecar.key"),
-                        decision_log=str(directory / "decisions.log"), checkpoint_every=1000, fsync="checkpoint")
-    sidecar = Sidecar(cfg)
+    log = directory / ("decisions.log" if workers == 1 else "decisions-workers.log")
+    return SidecarConfig(policy=str(ROOT / "policy.yaml"), listen=(sock,), bundles=(str(directory / "bundle.pem"),),
+                         svid_cert=str(directory / "sidecar.pem"), svid_key=str(directory / "sidecar.key"),
+                         decision_log=str(log), checkpoint_every=1000, fsync="checkpoint", workers=workers)
+
+
+def _serve_ztid_workers(address: str, directory: Path, workers: int) -> None:
+    from ztid.sidecar.workers import serve_workers
+
+    def ready(sidecar: object) -> None:
+        async def loaded() -> None:
+            await sidecar.wait_loaded(30)  # type: ignore[attr-defined]
+            await asyncio.sleep(1)  # the other workers load alongside
+            print("ready", flush=True)
+
+        asyncio.get_running_loop().create_task(loaded())
+
+    serve_workers(_ztid_config(address, directory, workers), ready=ready, log_level="CRITICAL")  # type: ignore[arg-type]
+
+
+async def _serve_ztid(sock: str, directory: Path) -> None:
+    from ztid.sidecar import Sidecar
+
+    cfg = _ztid_config(sock, directory)
+    sidecar = Sidecar(cfg)  # type: ignore[arg-type]
     await sidecar.start()
     await sidecar.wait_loaded(30)
     print("ready", flush=True)
@@ -88,11 +112,12 @@ async def _serve_ztid(sock: str, directory: Path) -> None:
 
 # ---------------------------------------------------------------- load generators
 
-def _h2load(sock: str, body: Path, streams: int) -> float:
+def _h2load(sock: str, body: Path, streams: int, connections: int = 1) -> float:
+    where = [f"--base-uri={sock}", "http://localhost/envoy.service.auth.v3.Authorization/Check"] \
+        if sock.startswith("unix:") else [f"http://{sock}/envoy.service.auth.v3.Authorization/Check"]
     proc = subprocess.run(
-        ["h2load", "-t1", "-c1", f"-m{streams}", "-D", str(max(1, round(DURATION))), "--warm-up-time", "1", "-d", str(body),
-         "-H", "content-type: application/grpc", "-H", "te: trailers", f"--base-uri={sock}",
-         "http://localhost/envoy.service.auth.v3.Authorization/Check"],
+        ["h2load", "-t1", f"-c{connections}", f"-m{streams // connections}", "-D", str(max(1, round(DURATION))),
+         "--warm-up-time", "1", "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers", *where],
         capture_output=True, text=True, timeout=DURATION + 60,
     )
     out = proc.stdout + proc.stderr
@@ -208,7 +233,33 @@ def _prepare(directory: Path) -> tuple[Path, Path]:
     return directory / "request.bin", directory / "body.grpc"
 
 
-ROUNDS = int(os.environ.get("ZTID_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ZTID_BENCH_ROUNDS", "2"))
+WORKERS = int(os.environ.get("ZTID_BENCH_WORKERS", "2"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _multi_process(directory: Path, body: Path) -> None:
+    """Multi-process mode over TCP (SO_REUSEPORT workers) against the bare server on TCP, 8 connections."""
+    rows: dict[str, float] = {}
+    for name, mode in (("bare grpc.aio, 1 process, TCP", "serve-bare"), (f"ztid, {WORKERS} workers, TCP", "serve-workers")):
+        address = f"127.0.0.1:{_free_port()}"
+        proc = _spawn(mode, address, str(directory), str(WORKERS))
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            rows[name] = max(_h2load(address, body, 64, connections=8) for _ in range(max(1, ROUNDS - 1)))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    (bare_name, bare), (ztid_name, ztid) = rows.items()
+    print(f"multi-process: {bare_name} {bare:.0f} RPS; {ztid_name} {ztid:.0f} RPS; ratio {ztid / bare:.2f} "
+          f"(h2load -c8, best of {max(1, ROUNDS - 1)})")
 BARE, ZTID = "bare grpc.aio (always OK)", "ztid sidecar (policy + log)"
 
 
@@ -251,6 +302,8 @@ def main() -> None:
             pass
         lines = sum(1 for _ in open(directory / "decisions.log", "rb"))
         print(f"decision log: {lines} lines written synchronously during the runs")
+        if h2load and WORKERS > 1:
+            _multi_process(directory, body)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -261,6 +314,8 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "serve-bare":
         asyncio.run(_serve_bare(sys.argv[2]))
+    elif sys.argv[1] == "serve-workers":
+        _serve_ztid_workers(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "serve-ztid":
         asyncio.run(_serve_ztid(sys.argv[2], Path(sys.argv[3])))
     elif sys.argv[1] == "client":
