@@ -85,3 +85,21 @@ def test_usage_errors_exit_2(tmp_path):
     assert cli(["seal-dataset", str(tmp_path), "--dataset", "d", "--keyd", "127.0.0.1:1"]) == 2  # no SVID given
     assert cli(["keyd", "--policy", "nope.yaml", "--keyring", "k", "--log", "l", "--workload-api", "unix:/nope"]) == 2
     assert cli(["keyd", "--policy", str(ROOT / "policy.yaml"), "--keyring", "k", "--log", "l", "--max-lease", "soon"]) == 2
+
+
+def test_progress_bar_only_on_a_terminal():
+    import io
+
+    from ztid.cli.keyd_cmd import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = _Progress(stream)
+        bar(50, 100, "a.bin")
+        bar(100, 100, "b.bin")
+    assert pipe.getvalue() == ""
+    assert "50.0%" in tty.getvalue() and "100.0%" in tty.getvalue() and tty.getvalue().endswith("\n")
