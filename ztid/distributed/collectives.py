@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ztid.distributed.group import SecureGroup, get_secure_group
-from ztid.errors import UsageError
+from ztid.errors import TransportError, UsageError
 
 __all__ = ["all_gather", "all_reduce", "broadcast", "encrypted_recv", "encrypted_send"]
 
@@ -29,12 +29,28 @@ def _torch() -> Any:
     return torch, dist
 
 
-def _isend(sg: SecureGroup, tensor: Any, dst: int) -> Any:
+class _Work:
+    """A started gloo send whose failure surfaces as a TransportError."""
+
+    def __init__(self, work: Any, peer: int) -> None:
+        self._work, self._peer = work, peer
+
+    def wait(self) -> None:
+        try:
+            self._work.wait()
+        except RuntimeError as exc:
+            raise TransportError(f"gloo send to rank {self._peer} failed: {exc}") from exc
+
+
+def _isend(sg: SecureGroup, tensor: Any, dst: int) -> _Work:
     """Seal ``tensor`` for ``dst`` and start sending it; the returned work must finish before the next seal to ``dst``."""
     torch, dist = _torch()
     frame = sg.channel(dst).seal(tensor)
     wire = torch.frombuffer(frame, dtype=torch.uint8)
-    return dist.isend(wire, sg.global_rank(dst), group=sg.group)
+    try:
+        return _Work(dist.isend(wire, sg.global_rank(dst), group=sg.group), dst)
+    except RuntimeError as exc:
+        raise TransportError(f"gloo send to rank {dst} failed: {exc}") from exc
 
 
 def _recv(sg: SecureGroup, out: Any, src: int) -> None:
@@ -47,7 +63,10 @@ def _recv(sg: SecureGroup, out: Any, src: int) -> None:
         buf = torch.empty(size, dtype=torch.uint8)
         sg._scratch[src] = buf
     wire = buf[:size]
-    dist.recv(wire, sg.global_rank(src), group=sg.group)
+    try:
+        dist.recv(wire, sg.global_rank(src), group=sg.group)
+    except RuntimeError as exc:  # gloo: size mismatch (a different tensor was sent), peer gone, timeout
+        raise TransportError(f"gloo receive from rank {src} failed: {exc}") from exc
     ch.open_into(wire.numpy(), out)
 
 

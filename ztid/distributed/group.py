@@ -91,6 +91,43 @@ def _dist() -> Any:
     return dist
 
 
+_SLOT = 4096  # bytes per rank in the exchanges below
+
+
+def _gather_bytes(dist: Any, data: bytes, group: Any, world: int) -> list[bytes]:
+    """All-gather one short byte string per rank as fixed-size uint8 tensors (no pickle from the network)."""
+    import torch
+
+    data = data[: _SLOT - 4]
+    mine = torch.zeros(_SLOT, dtype=torch.uint8)
+    mine[:4] = torch.frombuffer(bytearray(struct.pack(">I", len(data))), dtype=torch.uint8)
+    if data:
+        mine[4 : 4 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    slots = [torch.empty(_SLOT, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(slots, mine, group=group)
+    out = []
+    for slot in slots:
+        raw = slot.numpy().tobytes()
+        (n,) = struct.unpack(">I", raw[:4])
+        out.append(raw[4 : 4 + min(n, _SLOT - 4)])
+    return out
+
+
+def _announce(host: str, port: int, spiffe_id: SpiffeId, nonce: bytes) -> bytes:
+    return b"\n".join([host.encode(), str(port).encode(), str(spiffe_id).encode(), nonce.hex().encode()])
+
+
+def _parse_announce(raw: bytes, rank: int) -> tuple[tuple[str, int], SpiffeId, bytes]:
+    try:
+        host, port, sid, nonce = raw.decode("utf-8").split("\n")
+        address = (host, int(port))
+        if not 0 < address[1] < 65536:
+            raise ValueError(f"port {port}")
+        return address, SpiffeId.parse(sid), bytes.fromhex(nonce)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TransportError(f"rank {rank} announced an unusable listener {raw[:200]!r}: {exc}") from exc
+
+
 def _context(tag: bytes, responder: int, initiator: int) -> bytes:
     return b"ztid/dist/v1" + tag + struct.pack(">II", responder, initiator)
 
@@ -163,33 +200,42 @@ def init_secure(
     local_id = source.snapshot().svid.spiffe_id
     listener = tls.listen((host, 0), source=source, policy=policy, action=action, handshake_timeout=timeout)
     try:
-        mine = (listener.address[:2], str(local_id), os.urandom(16))
-        infos: list[Any] = [None] * world
-        dist.all_gather_object(infos, mine, group=group)
-        ids = [str(i[1]) for i in infos]
-        tag = hashlib.sha256(b"".join(i[2] for i in infos)).digest()
+        host_bound, port = listener.address[:2]
+        raw = _gather_bytes(dist, _announce(host_bound, port, local_id, os.urandom(16)), group, world)
         keys: dict[int, SessionKeys] = {}
         errors: list[str] = []
+        infos: list[Any] = []
+        for i, r in enumerate(raw):
+            try:
+                infos.append(_parse_announce(r, i))
+            except TransportError as exc:  # every rank sees the same announcement and records the same error
+                errors.append(str(exc))
+                infos.append((None, None, b""))
+        ids = [str(i[1]) for i in infos]
+        tag = hashlib.sha256(b"".join(i[2] for i in infos)).digest()
         own: list[BaseException] = []
         acceptor = threading.Thread(
             target=_accept_all, args=(listener, world - 1 - rank, local_id, tag, rank, ids, keys, errors, timeout), daemon=True
         )
         acceptor.start()
         for peer in range(rank):
+            if infos[peer][0] is None:
+                continue
             try:
-                expect = SpiffeId.parse(ids[peer])
-                conn = tls.connect(tuple(infos[peer][0]), source=source, policy=policy, expect=expect, action=action, timeout=timeout)
+                expect = infos[peer][1]
+                conn = tls.connect(infos[peer][0], source=source, policy=policy, expect=expect, action=action, timeout=timeout)
                 with conn:
                     keys[peer] = handshake(conn, local_id=local_id, initiator=True, context=_context(tag, peer, rank))
             except ZtidError as exc:
                 own.append(exc)
                 errors.append(f"rank {rank} -> rank {peer}: {exc}")
         acceptor.join(timeout + 5)
-        outcomes: list[Any] = [None] * world
-        dist.all_gather_object(outcomes, errors, group=group)
+        outcomes = _gather_bytes(dist, "\n".join(errors).encode("utf-8", "replace"), group, world)
+    except RuntimeError as exc:  # gloo: a rank died or timed out
+        raise TransportError(f"secure group not established: the process group failed: {exc}") from exc
     finally:
         listener.close()
-    problems = [e for per_rank in outcomes for e in per_rank]
+    problems = [line for raw in outcomes for line in raw.decode("utf-8", "replace").splitlines() if line]
     if problems or len(keys) != world - 1:
         if own and isinstance(own[0], PermissionDenied):
             raise own[0]
