@@ -19,3 +19,8 @@ def test_demo_runs_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
     assert "forged training SVID" in out and "rejected:" in out
     assert "tenant_mismatch" in out and "explicit_deny" in out and "foreign_trust_domain" in out
     assert (tmp_path / "w" / "ca" / "bundle.pem").is_file()
+    # Chapter: the ext_authz sidecar ran as a real process; the spoofed XFCC and the foreign domain were refused,
+    # the metrics carry reason codes, and the decision log verified while an edited copy did not.
+    assert "xfcc_untrusted" in out and "peer_certificate_invalid" in out
+    assert 'ztid_authz_decisions_total{decision="allow",reason_code="allowed"} 2.0' in out
+    assert "->  clean: 5 decisions" in out and "->  detected: line" in out

@@ -33,6 +33,7 @@ class Story:
 
     workdir: Path
     policy: Policy
+    policy_path: Path
     out: TextIO
     notes: dict[str, object] = field(default_factory=dict)
 
@@ -57,13 +58,16 @@ def run(*, policy_path: str | Path | None = None, workdir: str | Path | None = N
     Raises:
         PolicyError: the policy file is broken.
     """
-    from ztid.demo import v1_identity
+    from ztid.demo import v1_identity, v3_mesh
 
     stream = out or sys.stdout
-    policy = load_policy(policy_path or default_policy_path())
+    path = Path(policy_path or default_policy_path())
+    policy = load_policy(path)
     with tempfile.TemporaryDirectory(prefix="ztid-demo-") as tmp:
-        story = Story(Path(workdir) if workdir else Path(tmp), policy, stream)
+        story = Story(Path(workdir) if workdir else Path(tmp), policy, path, stream)
         story.workdir.mkdir(parents=True, exist_ok=True)
-        ok = v1_identity.run(story)
+        ok = True
+        for chapter in (v1_identity, v3_mesh):
+            ok &= chapter.run(story)
     stream.write("\nDemo " + ("finished: every decision matched the policy.\n" if ok else "FAILED: see above.\n"))
     return 0 if ok else 1

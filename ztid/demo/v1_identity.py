@@ -29,6 +29,7 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
     ca = DevCA.create(TD, intermediate=True)
     ca.save(story.workdir / "ca")
     partner = TestCA.create(FOREIGN_TD)
+    story.notes.update(ca=ca, partner=partner)
     story.say(f"root CA for {TD} written to {story.workdir / 'ca'} (bundle.pem beside the keys)")
     story.say(f"a second trust domain, {FOREIGN_TD}, that our policy does not federate with")
 
