@@ -11,7 +11,7 @@ EXPECTED = [
     "TrustDomain", "UsageError", "VerificationError", "VerifiedJwt", "VerifiedSvid", "X509Svid",
     "ZtidError", "__version__", "load_policy", "parse_policy", "PolicyWatcher", "current_peer",
     "spiffe_id_from_leaf", "DevCA", "SvidSource", "SvidSnapshot", "StaticSource", "FileSource",
-    "WorkloadApiSource", "peer_scope", "require", "requires", "validate_jwt_svid",
+    "WorkloadApiSource", "require_signed", "sign_model", "verify_model", "peer_scope", "require", "requires", "validate_jwt_svid",
     "verify_x509_svid",
 ]
 

@@ -53,6 +53,9 @@ _EXPORTS: dict[str, str] = {
     "StaticSource": "ztid.source",
     "FileSource": "ztid.source_files",
     "WorkloadApiSource": "ztid.source_workload",
+    "require_signed": "ztid.signing",
+    "sign_model": "ztid.signing",
+    "verify_model": "ztid.signing",
     "require": "ztid.enforce.require",
     "requires": "ztid.enforce.require",
     "peer_scope": "ztid.enforce.require",
@@ -89,5 +92,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ztid.source import StaticSource, SvidSnapshot, SvidSource
     from ztid.source_files import FileSource
     from ztid.source_workload import WorkloadApiSource
+    from ztid.signing import require_signed, sign_model, verify_model
     from ztid.spiffeid import SpiffeId, TrustDomain
     from ztid.svid import VerifiedJwt, VerifiedSvid, X509Svid, spiffe_id_from_leaf, validate_jwt_svid, verify_x509_svid

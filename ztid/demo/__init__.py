@@ -33,8 +33,8 @@ class Story:
 
     workdir: Path
     policy: Policy
-    policy_path: Path
     out: TextIO
+    policy_path: Path = field(default_factory=default_policy_path)
     notes: dict[str, object] = field(default_factory=dict)
 
     def title(self, text: str) -> None:
@@ -58,16 +58,16 @@ def run(*, policy_path: str | Path | None = None, workdir: str | Path | None = N
     Raises:
         PolicyError: the policy file is broken.
     """
-    from ztid.demo import v1_identity, v3_mesh
+    from ztid.demo import v1_identity, v3_mesh, v6_supply_chain
 
     stream = out or sys.stdout
     path = Path(policy_path or default_policy_path())
     policy = load_policy(path)
     with tempfile.TemporaryDirectory(prefix="ztid-demo-") as tmp:
-        story = Story(Path(workdir) if workdir else Path(tmp), policy, path, stream)
+        story = Story(Path(workdir) if workdir else Path(tmp), policy, stream, policy_path=path)
         story.workdir.mkdir(parents=True, exist_ok=True)
         ok = True
-        for chapter in (v1_identity, v3_mesh):
+        for chapter in (v1_identity, v3_mesh, v6_supply_chain):
             ok &= chapter.run(story)
     stream.write("\nDemo " + ("finished: every decision matched the policy.\n" if ok else "FAILED: see above.\n"))
     return 0 if ok else 1

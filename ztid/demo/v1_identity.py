@@ -25,7 +25,7 @@ FOREIGN = ("partner workload", f"spiffe://{FOREIGN_TD}/training/eval")
 def run(story) -> bool:  # type: ignore[no-untyped-def]
     """Mint, verify and decide; return whether every outcome matched what the policy says."""
     policy = story.policy
-    story.title("1. A local trust domain (the embedded default; SPIRE in production)")
+    story.title("1a. A local trust domain (the embedded default; SPIRE in production)")
     ca = DevCA.create(TD, intermediate=True)
     ca.save(story.workdir / "ca")
     partner = TestCA.create(FOREIGN_TD)
@@ -36,7 +36,7 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
     # We trust our own domain; the partner's bundle is loaded too, to show that loading a
     # bundle is not the same as trusting its CA for our names.
     bundles = BundleSet([ca.bundle(), partner.bundle()])
-    story.title("2. Each workload presents its X509-SVID; ztid verifies it")
+    story.title("1b. Each workload presents its X509-SVID; ztid verifies it")
     rows, ok, verified = [], True, {}
     for label, sid in [*WORKLOADS, FOREIGN]:
         svid = (partner if sid.startswith(f"spiffe://{FOREIGN_TD}") else ca).issue(sid, ttl=_ttl())
@@ -55,7 +55,7 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
     story.say("The forgery names our trust domain but was signed by the partner's CA: ztid checks a chain")
     story.say("only against the bundle of the trust domain its ID names, never against a pool of all CAs.")
 
-    story.title("3. Decisions from the shipped policy.yaml (default deny)")
+    story.title("1c. Decisions from the shipped policy.yaml (default deny)")
     cases = [
         # source label, target, target tenant, action, expected allowed
         ("training job (vision)", "data-store", None, "read", True),

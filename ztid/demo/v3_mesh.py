@@ -72,7 +72,7 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
         "extauthz": {"trust_xfcc": True, "proxy_id": PROXY},
     }
     (d / "sidecar.yaml").write_text(json.dumps(cfg, indent=2))  # JSON is YAML
-    story.title("4. The same policy at the mesh: Envoy ext_authz sidecar")
+    story.title("3. The same policy at the mesh: Envoy ext_authz sidecar")
     story.say(f"$ ztid sidecar --config {d / 'sidecar.yaml'}   (unix socket, decision log, metrics on :{port})")
     proc = subprocess.Popen([sys.executable, "-m", "ztid", "sidecar", "--config", str(d / "sidecar.yaml")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
