@@ -197,3 +197,11 @@ def test_unreadable_paths_are_usage_errors(tmp_path):
         seal_file(tmp_path / "missing", tmp_path / "out", data_key=b"short", wrapped_key=b"w", dataset="d",
                   name="n", key_id="k", key_version=1)
     assert not (tmp_path / "out").exists() and sealed.MAGIC == b"ZTID"
+
+
+def test_rewrap_keeps_the_file_mode(sealed_file, ring):
+    _, path, _, _ = sealed_file
+    os.chmod(path, 0o640)
+    ring.rotate("default")
+    assert rewrap_file(path, ring).key_version == 2
+    assert path.stat().st_mode & 0o777 == 0o640

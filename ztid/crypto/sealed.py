@@ -189,9 +189,10 @@ def read_header(f: BinaryIO) -> SealedHeader:
     return parse_header(fixed + rest)
 
 
-def _atomic_target(dst: Path) -> tuple[int, str]:
+def _atomic_target(dst: Path, mode: int = 0o644) -> tuple[int, str]:
+    """A temporary file beside ``dst`` (ciphertext: readable like any data file unless ``mode`` says)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.fchmod(fd, 0o644)  # ciphertext: readable like any data file
+    os.fchmod(fd, mode)
     return fd, tmp
 
 
@@ -280,7 +281,7 @@ def rewrap_file(path: str | os.PathLike[str], backend: Any) -> SealedHeader:
             new = header.rewrapped(version, wrapped)
             if new == header:
                 return header
-            fd, tmp = _atomic_target(target)
+            fd, tmp = _atomic_target(target, os.fstat(fin.fileno()).st_mode & 0o777)  # keep its mode
             try:
                 with os.fdopen(fd, "wb") as fout:
                     fout.write(new.to_bytes())
