@@ -24,10 +24,11 @@ fails here with "unsupported name constraint". Intermediates come from the prese
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -37,7 +38,7 @@ from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ztid.bundle import Bundle, BundleSet
-from ztid.errors import IdentityError, SvidError, UsageError, VerificationError
+from ztid.errors import IdentityError, SvidError, UsageError, VerificationError, ZtidError
 from ztid.spiffeid import SpiffeId
 
 __all__ = [
@@ -86,6 +87,30 @@ def _split_der(data: bytes) -> list[bytes]:
     return out
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _typed(func: _F) -> _F:
+    """Guarantee that only ztid errors leave ``func``.
+
+    ``cryptography`` parses certificate fields lazily, so a certificate that loaded can still
+    raise ``ValueError``, ``DuplicateExtension`` or ``InvalidVersion`` deep inside a check; any
+    such surprise becomes an SvidError (a deny), never an untyped exception.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ZtidError:
+            raise
+        except Exception as exc:
+            raise _err("parse", f"certificate is malformed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_typed
 def parse_chain(chain: bytes | str | Sequence[x509.Certificate]) -> tuple[x509.Certificate, ...]:
     """Certificates from PEM, concatenated DER, or a sequence of Certificates (leaf first).
 
@@ -118,6 +143,7 @@ def parse_chain(chain: bytes | str | Sequence[x509.Certificate]) -> tuple[x509.C
     return certs
 
 
+@_typed
 def spiffe_id_from_leaf(cert: x509.Certificate) -> SpiffeId:
     """The SPIFFE ID of an X509-SVID leaf, after checking every leaf rule (see module docstring).
 
@@ -216,6 +242,7 @@ class VerifiedSvid:
     not_after: dt.datetime
 
 
+@_typed
 def verify_x509_svid(
     chain: bytes | str | Sequence[x509.Certificate], bundles: BundleSet | Bundle, *, at: dt.datetime | None = None
 ) -> VerifiedSvid:
