@@ -24,16 +24,13 @@ written into the caller's buffer, and closes the channel: every later call raise
 
 from __future__ import annotations
 
-import os
-import struct
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ztid.crypto.channel_aead import PARALLEL_MIN as _PARALLEL_MIN, decrypt_segments, encrypt_segments
 from ztid.crypto.channel_frame import (
     HEADER, KIND_BYTES, KIND_TENSOR, TAG, Header, byte_view, meta_of, n_segments, parse_meta, writable_view,
 )
@@ -42,9 +39,6 @@ from ztid.errors import CryptoError, DecryptionError, TransportError, UsageError
 
 __all__ = ["Channel", "ChannelClosed", "FrameOrderError", "TruncatedError"]
 
-_NONCE = struct.Struct(">IQ")
-_SEG = struct.Struct(">IB")
-_PARALLEL_MIN = 256 << 10  # below this a message is processed inline (thread hand-off costs more)
 
 
 class ChannelClosed(CryptoError):
@@ -63,20 +57,6 @@ class TruncatedError(DecryptionError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"decryption failed: {detail}")
-
-
-_pool_lock = threading.Lock()
-_pool_state: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """A process-wide pool (one per PID, so a forked child builds its own)."""
-    global _pool_state
-    with _pool_lock:
-        if _pool_state is None or _pool_state[0] != os.getpid():
-            workers = max(2, min(4, os.cpu_count() or 2))
-            _pool_state = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="ztid-channel"))
-        return _pool_state[1]
 
 
 class _Direction:
@@ -217,31 +197,8 @@ class Channel:
         return header, out
 
     def _encrypt(self, header: Header, src: memoryview, out: memoryview) -> Iterator[memoryview]:
-        """Encrypt every segment of ``src`` into ``out`` (after the header); yield each in order as it is ready."""
-        seg, length, aead = self.segment_size, header.length, self._tx.aead
-        nseg = n_segments(length, seg)
-        prefix = self.keys.channel_id + header.raw
-        hlen = len(header.raw)
-
-        def one(k: int) -> memoryview:
-            lo, hi = k * seg, min(length, (k + 1) * seg)
-            o = hlen + lo + k * TAG
-            dst = out[o : o + (hi - lo) + TAG]
-            aead.encrypt_into(_NONCE.pack(header.epoch, header.counter + k), src[lo:hi], prefix + _SEG.pack(k, k == nseg - 1), dst)
-            return dst
-
-        if not self._parallel or nseg == 1 or length < _PARALLEL_MIN:
-            for k in range(nseg):
-                yield one(k)
-            return
-        pool = _pool()
-        futures: list[Future[memoryview]] = [pool.submit(one, k) for k in range(nseg)]
-        try:
-            for f in futures:
-                yield f.result()
-        finally:
-            for f in futures:
-                f.cancel()
+        parallel = self._parallel and header.length >= _PARALLEL_MIN
+        return encrypt_segments(self._tx.aead, self.keys.channel_id, header, src, out, parallel=parallel)
 
     def seal(self, buffer: Any) -> memoryview:
         """Encrypt one message into a frame; returns a view of the channel's buffer, valid until the next seal.
@@ -305,42 +262,9 @@ class Channel:
             raise CryptoError(f"message of {length} bytes does not fit the {view.nbytes}-byte buffer")
 
     def _decrypt(self, header: Header, ct: memoryview, dest: memoryview, *, arrivals: Iterator[None] | None = None) -> None:
-        """Decrypt all segments of ``ct`` into ``dest``; ``arrivals`` yields once per segment received."""
-        seg, length, aead = header.segment_size, header.length, self._rx.aead
-        nseg = n_segments(length, seg)
-        prefix = self.keys.channel_id + header.raw
-
-        def one(k: int) -> None:
-            lo, hi = k * seg, min(length, (k + 1) * seg)
-            o = lo + k * TAG
-            aead.decrypt_into(_NONCE.pack(header.epoch, header.counter + k), ct[o : o + (hi - lo) + TAG], prefix + _SEG.pack(k, k == nseg - 1), dest[lo:hi])
-
-        inline = not self._parallel or nseg == 1 or length < _PARALLEL_MIN
-        futures: list[Future[None]] = []
-        try:
-            for k in range(nseg):
-                if arrivals is not None:
-                    next(arrivals)
-                if inline:
-                    one(k)
-                else:
-                    futures.append(_pool().submit(one, k))
-            for f in futures:
-                f.result()
-        except InvalidTag as exc:
-            for f in futures:
-                f.cancel()
-            for f in futures:
-                if not f.cancelled():
-                    f.exception()
-            dest[:length] = bytes(length)  # decrypt_into wrote unverified plaintext: wipe it
-            raise DecryptionError() from exc
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            dest[:length] = bytes(length)
-            raise
-        self._rx.counter = header.counter + nseg
+        parallel = self._parallel and header.length >= _PARALLEL_MIN
+        decrypt_segments(self._rx.aead, self.keys.channel_id, header, ct, dest, parallel=parallel, arrivals=arrivals)
+        self._rx.counter = header.counter + n_segments(header.length, header.segment_size)
 
     def open_into(self, frame: Any, buffer: Any) -> int:
         """Verify and decrypt one frame (from :meth:`seal`) into ``buffer``; returns the plaintext length.
