@@ -39,7 +39,8 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
     story.title("4. Sealed training data: keys only for SVIDs the policy allows to read")
     ca = TestCA.create(TD)
     policy_path = work / "policy.yaml"
-    shutil.copy(getattr(getattr(story.policy, "spec", None), "path", None) or _shipped(), policy_path)  # revoked below; the original stays
+    # A copy, revoked below; the story's own policy file stays as it is.
+    shutil.copy(getattr(story, "policy_path", None) or _shipped(), policy_path)
     watcher = PolicyWatcher(policy_path)
     keyring = Keyring.create(work / "keyring.json")
     log = DecisionLog(work / "decisions.log", fsync="never")
