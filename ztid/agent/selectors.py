@@ -9,6 +9,7 @@ A selector file (YAML) lists entries; an entry gives its SPIFFE ID to every call
       - spiffe_id: spiffe://dev.local/inference
         selectors: {unix_user: svc-infer, exe: /opt/venv/bin/python*}
         hint: inference            # optional label passed to the client
+        dns_names: [registry.ml]   # optional DNS SANs (gRPC clients check one on servers)
 
 Selectors: ``uid``, ``gid``, ``pid`` (integers), ``unix_user`` (name of the caller's uid),
 ``exe`` (an :func:`fnmatch.fnmatchcase` glob on the caller's executable, from ``/proc/PID/exe``).
@@ -35,7 +36,23 @@ __all__ = ["Entry", "PeerCred", "load_entries", "match", "parse_entries"]
 
 _INT_SELECTORS = ("uid", "gid", "pid")
 _STR_SELECTORS = ("unix_user", "exe")
-_ENTRY_KEYS = ("spiffe_id", "selectors", "hint")
+_ENTRY_KEYS = ("spiffe_id", "selectors", "hint", "dns_names")
+# A DNS SAN as gRPC clients match it: letters, digits, '-' and '.', at most 253 characters.
+_DNS_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+
+
+def check_dns_names(names: object, where: str) -> tuple[str, ...]:
+    """Validate a list of DNS names for SVIDs.
+
+    Raises:
+        ConfigError: not a list of plausible DNS names.
+    """
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("must be a list of DNS names", location=where)
+    for n in names:
+        if not n or len(n) > 253 or not set(n) <= _DNS_CHARS or n.startswith((".", "-")) or ".." in n:
+            raise ConfigError(f"{n!r} is not a DNS name", location=where)
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,7 @@ class Entry:
     spiffe_id: SpiffeId
     selectors: tuple[tuple[str, int | str], ...] = field(default=())
     hint: str = ""
+    dns_names: tuple[str, ...] = ()
 
     def matches(self, peer: PeerCred) -> bool:
         """True when ``peer`` satisfies every selector (an entry without selectors matches everyone)."""
@@ -196,7 +214,11 @@ def parse_entries(text: str | bytes, *, name: str = "<selectors>") -> tuple[Entr
                 allowed = ", ".join(_INT_SELECTORS + _STR_SELECTORS)
                 raise fail(sels, spath, f"unknown selector {key!r} (allowed: {allowed})")
             parsed.append((key, value))
-        entries.append(Entry(sid, tuple(parsed), hint))
+        try:
+            dns = check_dns_names(item.get("dns_names", []), f"{path}.dns_names")
+        except ConfigError as exc:
+            raise fail(item, f"{path}.dns_names", exc.detail) from exc
+        entries.append(Entry(sid, tuple(parsed), hint, dns))
     return tuple(entries)
 
 

@@ -33,7 +33,7 @@ class DevAgent:
     Args:
         ca_dir: a CA directory (``ztid ca init``).
         socket_path: where to listen (a stale socket file is replaced; a live one is an error).
-        spiffe_id, selectors, ttl, rotate_every, jwt_ttl: see :class:`~ztid.agent.state.AgentState`.
+        spiffe_id, selectors, ttl, rotate_every, jwt_ttl, dns_names: see :class:`~ztid.agent.state.AgentState`.
         max_streams: how many RPCs may run at once (each open stream holds one worker thread).
 
     Raises:
@@ -52,11 +52,12 @@ class DevAgent:
         rotate_every: dt.timedelta | None = None,
         jwt_ttl: dt.timedelta = dt.timedelta(minutes=5),
         max_streams: int = 64,
+        dns_names: tuple[str, ...] = (),
     ) -> None:
         if type(max_streams) is not int or max_streams < 1:
             raise UsageError(f"max_streams must be a positive integer, got {max_streams!r}")
         self.state = AgentState(ca_dir, spiffe_id=spiffe_id, selectors=selectors, ttl=ttl,
-                                rotate_every=rotate_every, jwt_ttl=jwt_ttl)
+                                rotate_every=rotate_every, jwt_ttl=jwt_ttl, dns_names=dns_names)
         self.socket_path = os.path.abspath(os.fspath(socket_path))
         self._max_streams = max_streams
         self._door: FrontDoor | None = None

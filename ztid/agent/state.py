@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from ztid.agent.selectors import Entry, PeerCred, load_entries, match
+from ztid.agent.selectors import Entry, PeerCred, check_dns_names, load_entries, match
 from ztid.bundle import Bundle, BundleSet
 from ztid.devca import DevCA
 from ztid.errors import BundleError, ConfigError, UsageError, ZtidError
@@ -66,6 +66,7 @@ class AgentState:
         ttl: lifetime of each X509-SVID; it is replaced at half-life.
         rotate_every: replace SVIDs this often instead (demos, tests), when shorter than half-life.
         jwt_ttl: lifetime of JWT-SVIDs.
+        dns_names: DNS SANs for the ``spiffe_id`` form's SVIDs (selector entries carry their own).
 
     Raises:
         UsageError: neither or both of ``spiffe_id`` and ``selectors``; a non-positive duration.
@@ -81,6 +82,7 @@ class AgentState:
         ttl: dt.timedelta = dt.timedelta(hours=1),
         rotate_every: dt.timedelta | None = None,
         jwt_ttl: dt.timedelta = dt.timedelta(minutes=5),
+        dns_names: tuple[str, ...] = (),
     ) -> None:
         if (spiffe_id is None) == (selectors is None):
             raise UsageError("give exactly one of spiffe_id (one identity for every caller) or selectors (a selector file)")
@@ -90,6 +92,7 @@ class AgentState:
         self.ca_dir = Path(ca_dir)
         self._fixed_id = None if spiffe_id is None else (spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id))
         self._selectors = None if selectors is None else Path(selectors)
+        self._dns_names = check_dns_names(list(dns_names), "dns_names")
         self.ttl, self.rotate_every, self.jwt_ttl = ttl, rotate_every, jwt_ttl
         self._cond = threading.Condition()
         self._version = 0
@@ -123,7 +126,7 @@ class AgentState:
                     raise
                 raise ConfigError(str(exc), location=str(path)) from exc
         if self._fixed_id is not None:
-            entries: tuple[Entry, ...] = (Entry(self._fixed_id),)
+            entries: tuple[Entry, ...] = (Entry(self._fixed_id, dns_names=self._dns_names),)
         else:
             assert self._selectors is not None
             entries = load_entries(self._selectors)
@@ -198,7 +201,8 @@ class AgentState:
             now = time.time()
             if cur is not None and now < cur.rotate_at:
                 return cur
-            svid = self._loaded.ca.issue(spiffe_id, ttl=self.ttl)
+            dns = next((e.dns_names for e in self._loaded.entries if e.spiffe_id == spiffe_id), ())
+            svid = self._loaded.ca.issue(spiffe_id, ttl=self.ttl, dns_names=dns)
             # Half of the life left at issuance (notBefore is backdated for clock skew, so not from it).
             rotate_at = now + (svid.not_after.timestamp() - now) / 2
             if self.rotate_every is not None:

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--id", metavar="SPIFFE_ID", help="serve this one identity to every local caller")
     who.add_argument("--selectors", metavar="FILE", help="YAML entries matched against callers' uid/gid/pid/exe")
+    p.add_argument("--dns", action="append", default=[], metavar="NAME",
+                   help="DNS SAN for the --id SVIDs (gRPC clients check one on servers); repeatable")
     p.add_argument("--ttl", default="1h", help="X509-SVID lifetime; rotated at half-life (default 1h)")
     p.add_argument("--rotate-every", metavar="DURATION", help="rotate at least this often (demos, tests)")
     p.add_argument("--jwt-ttl", default="5m", help="JWT-SVID lifetime (default 5m)")
@@ -54,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     log.propagate = False
     try:
         agent = DevAgent(args.dir, args.socket, spiffe_id=args.id, selectors=args.selectors,
-                         ttl=ttl, rotate_every=rotate, jwt_ttl=jwt_ttl).start()
+                         ttl=ttl, rotate_every=rotate, jwt_ttl=jwt_ttl, dns_names=tuple(args.dns)).start()
     except ZtidError as exc:
         return error_exit(args, exc, code=EXIT_USAGE)
 
