@@ -78,7 +78,7 @@ def keyd(ca: TestCA, tmp_path: Path) -> Iterator[Any]:
     """A factory: ``keyd(max_lease=...)`` starts a key service on 127.0.0.1 with the shipped policy (a copy)."""
     running: list[Keyd] = []
 
-    def start(*, max_lease: dt.timedelta = dt.timedelta(minutes=5), register: bool = True) -> Keyd:
+    def start(*, max_lease: dt.timedelta = dt.timedelta(minutes=5), register: bool = True, also_trust: tuple[Any, ...] = ()) -> Keyd:
         d = tmp_path / f"keyd{len(running)}"
         d.mkdir()
         policy_path = d / "policy.yaml"
@@ -89,7 +89,7 @@ def keyd(ca: TestCA, tmp_path: Path) -> Iterator[Any]:
         log = DecisionLog(log_path, fsync="never")
         service = KeyService(policy=watcher, backend=keyring, log=log, registry=DatasetRegistry(d / "datasets.json"),
                              max_lease=max_lease, register_on_new=register)
-        source = StaticSource(ca.issue(f"spiffe://{TD}/keyd/main", dns_names=[KEYD_NAME]), bundle_set(ca))
+        source = StaticSource(ca.issue(f"spiffe://{TD}/keyd/main", dns_names=[KEYD_NAME]), bundle_set(ca, *also_trust))
         server = serve("127.0.0.1:0", service=service, source=source, max_workers=4)
         k = Keyd(ca, server, service, watcher, policy_path, keyring, log_path, log)
         running.append(k)

@@ -104,6 +104,23 @@ def test_caller_from_a_foreign_ca_is_refused(keyd):
         client.unwrap_key("imagenet", new.wrapped.key_id, new.wrapped.version, new.wrapped.wrapped_key)
 
 
+def test_cross_domain_forgery_passes_grpc_but_not_ztid_and_is_logged(keyd):
+    from ztid.testing import TestCA
+
+    partner = TestCA.create("partner.example")
+    k = keyd(also_trust=(partner,))  # gRPC's handshake checks against the union of bundles: a first filter only
+    new = k.client(PIPELINE).new_key("imagenet", "data-store")
+    forged = partner.foreign(TRAINING)  # names our trust domain, signed by the partner's CA
+    source = StaticSource(X509Svid.parse(forged.chain_pem(), forged.key_pem()), bundle_set(k.ca))
+    client = KeyClient(k.target, source=source, server_name=KEYD_NAME)
+    k.clients.append(client)
+    with pytest.raises(KeyReleaseError) as exc:
+        client.unwrap_key("imagenet", new.wrapped.key_id, new.wrapped.version, new.wrapped.wrapped_key)
+    assert exc.value.status == "UNAUTHENTICATED" and exc.value.reason_code == "unauthenticated"
+    last = [line for line in k.log_lines() if line.get("kind") == "decision"][-1]
+    assert (last["allowed"], last["reason_code"], last["extra"]["method"]) == (False, "unauthenticated", "UnwrapKey")
+
+
 def test_plain_grpc_caller_without_certificate_cannot_connect(keyd):
     from ztid._proto import keyservice_pb2 as pb
     from ztid._proto import keyservice_pb2_grpc as pb_grpc
