@@ -19,7 +19,11 @@ def test_demo_runs_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
     assert "forged training SVID" in out and "rejected:" in out
     assert "tenant_mismatch" in out and "explicit_deny" in out and "foreign_trust_domain" in out
     assert (tmp_path / "w" / "ca" / "bundle.pem").is_file()
-    # Chapter: the ext_authz sidecar ran as a real process; the spoofed XFCC and the foreign domain were refused,
+    # Chapter 2: agents, a gRPC registry and a socket data store enforce the policy; rotation under traffic.
+    assert "PERMISSION_DENIED: ztid: no_matching_rule" in out
+    assert "closed by the data store: permission denied: inference is explicitly denied access to data-store" in out
+    assert "CERTIFICATE_VERIFY_FAILED" in out and "new connection after rotation" in out
+    # Chapter 3: the ext_authz sidecar ran as a real process; the spoofed XFCC and the foreign domain were refused,
     # the metrics carry reason codes, and the decision log verified while an edited copy did not.
     assert "xfcc_untrusted" in out and "peer_certificate_invalid" in out
     assert 'ztid_authz_decisions_total{decision="allow",reason_code="allowed"} 2.0' in out

@@ -26,6 +26,7 @@ _GROUPS = (
     "ztid.cli.sidecar_cmd",
     "ztid.cli.audit_cmd",
     "ztid.cli.crypto_cmd",
+    "ztid.cli.keyd_cmd",
     "ztid.cli.sign_cmd",
     "ztid.cli.generate_cmd",
     "ztid.cli.demo_cmd",

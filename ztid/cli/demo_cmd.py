@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
+    # The demo forks DataLoader workers while its in-process key service runs; gRPC core then logs an
+    # INFO line about skipping fork handlers. Harmless here (a real keyd is its own process): keep it quiet.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from ztid.demo import run
 
     try:

@@ -58,7 +58,7 @@ def run(*, policy_path: str | Path | None = None, workdir: str | Path | None = N
     Raises:
         PolicyError: the policy file is broken.
     """
-    from ztid.demo import v1_identity, v3_mesh, v6_supply_chain
+    from ztid.demo import v1_identity, v2_wire, v3_mesh, v4_sealed_data, v6_supply_chain
 
     stream = out or sys.stdout
     path = Path(policy_path or default_policy_path())
@@ -67,7 +67,7 @@ def run(*, policy_path: str | Path | None = None, workdir: str | Path | None = N
         story = Story(Path(workdir) if workdir else Path(tmp), policy, stream, policy_path=path)
         story.workdir.mkdir(parents=True, exist_ok=True)
         ok = True
-        for chapter in (v1_identity, v3_mesh, v6_supply_chain):
+        for chapter in (v1_identity, v2_wire, v3_mesh, v4_sealed_data, v6_supply_chain):
             ok &= chapter.run(story)
     stream.write("\nDemo " + ("finished: every decision matched the policy.\n" if ok else "FAILED: see above.\n"))
     return 0 if ok else 1
