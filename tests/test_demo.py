@@ -21,8 +21,8 @@ def test_demo_runs_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
     assert (tmp_path / "w" / "ca" / "bundle.pem").is_file()
     # Chapter 2: agents, a gRPC registry and a socket data store enforce the policy; rotation under traffic.
     assert "PERMISSION_DENIED: ztid: no_matching_rule" in out
-    assert "closed by the data store: permission denied: inference is explicitly denied access to data-store" in out
-    assert "CERTIFICATE_VERIFY_FAILED" in out and "new connection after rotation" in out
+    assert "refused by the data store: permission denied: inference is explicitly denied access to data-store" in out
+    assert "refused by the data store: TLS handshake failed" in out and "new connection after rotation" in out
     # Chapter 3: the ext_authz sidecar ran as a real process; the spoofed XFCC and the foreign domain were refused,
     # the metrics carry reason codes, and the decision log verified while an edited copy did not.
     assert "xfcc_untrusted" in out and "peer_certificate_invalid" in out
