@@ -21,10 +21,10 @@ from ztid.errors import PermissionDenied, TransportError, UsageError
 from ztid.spiffeid import SpiffeId
 
 
-def serve_once(listener, source, result: dict, **kw):  # type: ignore[no-untyped-def]
+def serve_once(listener, source, policy, result: dict, **kw):  # type: ignore[no-untyped-def]
     def run() -> None:
         try:
-            ch = channel_net.accept(listener, source=source, **kw)
+            ch = channel_net.accept(listener, source=source, policy=policy, **kw)
             result["keys"] = ch.keys
             result["got"] = ch.recv()
             x = np.empty((256, 1024), np.float32)
@@ -46,7 +46,7 @@ def test_channel_over_authorized_mtls(pki, policy, data: str) -> None:
     client_src = pki.source("/training/job-7/rank-1")
     result: dict = {}
     with tls.listen(("127.0.0.1", 0), source=server_src, policy=policy, action="write") as listener:
-        t = serve_once(listener, server_src, result, data=data)
+        t = serve_once(listener, server_src, policy, result, data=data)
         ch = channel_net.connect(listener.address, source=client_src, policy=policy, expect="training", data=data,
                                  context=b"job-7")
         x = np.random.default_rng(1).standard_normal((256, 1024)).astype(np.float32)
@@ -73,23 +73,46 @@ def test_inference_client_is_refused_before_any_key(pki, policy) -> None:
     result: dict = {}
     with tls.listen(("127.0.0.1", 0), source=server_src, policy=policy, action="write",
                     on_reject=lambda exc, addr: result.setdefault("rejected", exc)) as listener:
-        threading.Thread(target=lambda: _accept_quietly(listener, server_src), daemon=True).start()
+        threading.Thread(target=lambda: _accept_quietly(listener, server_src, policy), daemon=True).start()
         with pytest.raises(PermissionDenied, match="inference is explicitly denied access to training"):
             channel_net.connect(listener.address, source=client_src, policy=policy, expect="training")
 
 
-def _accept_quietly(listener, source) -> None:  # type: ignore[no-untyped-def]
+def _accept_quietly(listener, source, policy) -> None:  # type: ignore[no-untyped-def]
     try:
-        channel_net.accept(listener, source=source)
+        channel_net.accept(listener, source=source, policy=policy)
     except Exception:
         pass
+
+
+def test_a_one_way_permission_is_not_enough_for_a_channel(pki, policy) -> None:
+    # pipeline -> training: [read, write] is allowed, so TLS admits the client; training -> pipeline is
+    # not, and a channel carries data both ways: both sides refuse before any key exists.
+    server_src = pki.source("/training/job-7/rank-0")
+    client_src = pki.source("/pipeline/nightly")
+    result: dict = {}
+
+    def serve() -> None:
+        try:
+            channel_net.accept(listener, source=server_src, policy=policy)
+        except Exception as exc:
+            result["error"] = exc
+
+    with tls.listen(("127.0.0.1", 0), source=server_src, policy=policy, action="write") as listener:
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with pytest.raises(PermissionDenied) as info:
+            channel_net.connect(listener.address, source=client_src, policy=policy, expect="training")
+        t.join(10)
+    assert info.value.decision.allowed is False and "pipeline" in str(info.value)
+    assert isinstance(result.get("error"), PermissionDenied), result
 
 
 def test_foreign_trust_domain_server_is_refused(pki, policy) -> None:
     server_src = pki.source("/ns/vision/sa/training", foreign=True)  # partner.example, trusts both
     client_src = pki.source("/ns/vision/sa/training")  # trusts only ai-platform.example
     with tls.listen(("127.0.0.1", 0), source=server_src, policy=policy, action="write") as listener:
-        threading.Thread(target=lambda: _accept_quietly(listener, server_src), daemon=True).start()
+        threading.Thread(target=lambda: _accept_quietly(listener, server_src, policy), daemon=True).start()
         with pytest.raises(TransportError):
             channel_net.connect(listener.address, source=client_src, policy=policy, expect="training")
 

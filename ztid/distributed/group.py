@@ -4,7 +4,7 @@ Every rank calls :func:`init_secure` after ``dist.init_process_group("gloo", ...
 for mTLS on ``host`` (port 0), the ranks exchange listener addresses, SPIFFE IDs and a random nonce
 through the process group, and every pair (i < j) runs one handshake: rank j connects to rank i
 (both sides verify the other's SVID against its own trust domain's bundle and ask the policy for
-``action``, "write" by default: training→training within a tenant in the shipped policy), then the
+``action`` in both directions, "write" by default: training→training within a tenant in the shipped policy), then the
 session handshake of :mod:`ztid.crypto.session` derives the pair's keys, bound to both SPIFFE IDs
 and to a context naming the group nonce and both ranks. Every rank always attempts all of its pairs
 and then all ranks share their outcome, so a refused peer makes *every* rank raise instead of hanging.
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ztid.crypto.channel import Channel
+from ztid.crypto.channel_net import authorize_both_ways
 from ztid.crypto.session import SessionKeys, handshake
 from ztid.enforce import tls
 from ztid.errors import PermissionDenied, TransportError, UsageError, ZtidError
@@ -132,8 +133,8 @@ def _context(tag: bytes, responder: int, initiator: int) -> bytes:
     return b"ztid/dist/v1" + tag + struct.pack(">II", responder, initiator)
 
 
-def _accept_all(listener: tls.Listener, count: int, local_id: SpiffeId, tag: bytes, rank: int, ids: list[str],
-                out: dict[int, SessionKeys], errors: list[str], timeout: float) -> None:
+def _accept_all(listener: tls.Listener, count: int, source: "SvidSource", policy: Any, action: str, local_id: SpiffeId, tag: bytes,
+                rank: int, ids: list[str], out: dict[int, SessionKeys], errors: list[str], timeout: float) -> None:
     """Responder side: accept ``count`` initiators (higher ranks), handshake, check who they claim to be."""
     listener.socket.settimeout(timeout)
     for _ in range(count):
@@ -145,6 +146,7 @@ def _accept_all(listener: tls.Listener, count: int, local_id: SpiffeId, tag: byt
         try:
             conn = listener.handshake(raw)
             with conn:
+                authorize_both_ways(conn, source=source, policy=policy, action=action)
                 keys = handshake(conn, local_id=local_id, initiator=False)
             ctx = keys.context
             prefix = _context(tag, rank, 0)[:-4]
@@ -215,7 +217,7 @@ def init_secure(
         tag = hashlib.sha256(b"".join(i[2] for i in infos)).digest()
         own: list[BaseException] = []
         acceptor = threading.Thread(
-            target=_accept_all, args=(listener, world - 1 - rank, local_id, tag, rank, ids, keys, errors, timeout), daemon=True
+            target=_accept_all, args=(listener, world - 1 - rank, source, policy, action, local_id, tag, rank, ids, keys, errors, timeout), daemon=True
         )
         acceptor.start()
         for peer in range(rank):
@@ -225,6 +227,7 @@ def init_secure(
                 expect = infos[peer][1]
                 conn = tls.connect(infos[peer][0], source=source, policy=policy, expect=expect, action=action, timeout=timeout)
                 with conn:
+                    authorize_both_ways(conn, source=source, policy=policy, action=action)
                     keys[peer] = handshake(conn, local_id=local_id, initiator=True, context=_context(tag, peer, rank))
             except ZtidError as exc:
                 own.append(exc)
