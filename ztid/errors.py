@@ -124,7 +124,10 @@ class PermissionDenied(ZtidError):
 
     Attributes:
         decision: the :class:`ztid.Decision` that denied it.
+        decision_id: the decision log's id for it, when the enforcement point logged one.
     """
+
+    decision_id: str | None = None
 
     def __init__(self, decision: "Decision", message: str | None = None) -> None:
         super().__init__(message or f"permission denied: {decision.reason}")
@@ -144,7 +147,15 @@ class KeyringError(CryptoError):
 
 
 class KeyReleaseError(CryptoError):
-    """The key service refused to release a key, or could not be reached."""
+    """The key service refused to release a key, or could not be reached.
+
+    Attributes:
+        status: the gRPC status name of the refusal (``"PERMISSION_DENIED"``…), ``""`` if none.
+        reason_code: the policy's stable reason code when it was a policy refusal, else ``""``.
+    """
+
+    status: str = ""
+    reason_code: str = ""
 
 
 class DecryptionError(CryptoError):

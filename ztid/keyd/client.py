@@ -55,11 +55,11 @@ def _refusal(exc: Any, what: str) -> KeyReleaseError:
     name = getattr(code, "name", "UNKNOWN")
     err = KeyReleaseError(f"key service refused {what}: {details or name}" if name in ("PERMISSION_DENIED", "UNAUTHENTICATED")
                           else f"key service unreachable or failed for {what}: {name}: {details}")
-    err.status = name  # type: ignore[attr-defined]
+    err.status = name
     reason_code = ""
     if details and details.startswith("ztid: "):
         reason_code = details[len("ztid: "):].split(":", 1)[0]
-    err.reason_code = reason_code  # type: ignore[attr-defined]
+    err.reason_code = reason_code
     return err
 
 

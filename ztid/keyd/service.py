@@ -283,7 +283,7 @@ class KeyService:
     def _answer(decision: Any, decision_id: str, result: Any) -> Any:
         if not decision.allowed or result is None:
             exc = PermissionDenied(decision)
-            exc.decision_id = decision_id  # type: ignore[attr-defined]
+            exc.decision_id = decision_id
             raise exc
         import dataclasses
 
