@@ -9,9 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from channel_helpers import ROOT, Pki, key_pair  # noqa: E402
+from channel_helpers import ROOT, Pki, key_pair
 
-from ztid.policy import load_policy  # noqa: E402
+from ztid.policy import load_policy
 
 
 @pytest.fixture(scope="session")

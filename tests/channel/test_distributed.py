@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from channel_helpers import FOREIGN, ROOT, TD, Pki  # noqa: E402
+from channel_helpers import FOREIGN, ROOT, TD, Pki
 
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 

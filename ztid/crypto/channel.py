@@ -30,9 +30,19 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ztid.crypto.channel_aead import PARALLEL_MIN as _PARALLEL_MIN, decrypt_segments, encrypt_segments
+from ztid.crypto.channel_aead import PARALLEL_MIN as _PARALLEL_MIN
+from ztid.crypto.channel_aead import decrypt_segments, encrypt_segments
 from ztid.crypto.channel_frame import (
-    HEADER, KIND_BYTES, KIND_TENSOR, TAG, Header, byte_view, meta_of, n_segments, parse_meta, writable_view,
+    HEADER,
+    KIND_BYTES,
+    KIND_TENSOR,
+    TAG,
+    Header,
+    byte_view,
+    meta_of,
+    n_segments,
+    parse_meta,
+    writable_view,
 )
 from ztid.crypto.session import MAX_EPOCH, SessionKeys
 from ztid.errors import CryptoError, DecryptionError, TransportError, UsageError, ZtidError
@@ -62,7 +72,7 @@ class TruncatedError(DecryptionError):
 class _Direction:
     """One direction's key chain, AEAD object and counter."""
 
-    __slots__ = ("keys", "aead", "counter")
+    __slots__ = ("aead", "counter", "keys")
 
     def __init__(self, keys: Any) -> None:
         self.keys = keys
@@ -157,7 +167,7 @@ class Channel:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Channel":
+    def __enter__(self) -> Channel:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

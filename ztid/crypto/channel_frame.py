@@ -21,7 +21,7 @@ from typing import Any
 
 from ztid.errors import DecryptionError, UsageError
 
-__all__ = ["HEADER", "Header", "TAG", "byte_view", "meta_of", "n_segments", "writable_view"]
+__all__ = ["HEADER", "TAG", "Header", "byte_view", "meta_of", "n_segments", "writable_view"]
 
 MAGIC = b"ZTC1"
 HEADER = struct.Struct(">4sBBHIQQI")
@@ -44,7 +44,7 @@ class Header:
     raw: bytes
 
     @classmethod
-    def build(cls, *, kind: int, meta: bytes, epoch: int, counter: int, length: int, segment_size: int) -> "Header":
+    def build(cls, *, kind: int, meta: bytes, epoch: int, counter: int, length: int, segment_size: int) -> Header:
         raw = HEADER.pack(MAGIC, kind, 0, len(meta), epoch, counter, length, segment_size) + meta
         return cls(kind, meta, epoch, counter, length, segment_size, raw)
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["accept", "authorize_both_ways", "connect", "over"]
 
 
-def authorize_both_ways(conn: "tls.ZtidSocket", *, source: "SvidSource", policy: Any, action: str) -> None:
+def authorize_both_ways(conn: tls.ZtidSocket, *, source: SvidSource, policy: Any, action: str) -> None:
     """Ask the policy for ``action`` from this workload to the peer and from the peer to this workload.
 
     Raises:
@@ -56,7 +56,7 @@ def authorize_both_ways(conn: "tls.ZtidSocket", *, source: "SvidSource", policy:
 
 
 def over(
-    conn: "tls.ZtidSocket", *, source: "SvidSource", policy: Any, initiator: bool, action: str = "write", data: str = "tcp",
+    conn: tls.ZtidSocket, *, source: SvidSource, policy: Any, initiator: bool, action: str = "write", data: str = "tcp",
     context: bytes = b"", **options: Any,
 ) -> Channel:
     """Check the policy both ways, run the handshake on an mTLS socket and return the channel on that connection.
@@ -99,7 +99,7 @@ def over(
 
 
 def connect(
-    address: Any, *, source: "SvidSource", policy: Any, expect: Any, action: str = "write", data: str = "tcp", context: bytes = b"", **options: Any
+    address: Any, *, source: SvidSource, policy: Any, expect: Any, action: str = "write", data: str = "tcp", context: bytes = b"", **options: Any
 ) -> Channel:
     """Connect with mTLS (server must be ``expect``, the policy must allow ``action``), then open the channel.
 
@@ -110,7 +110,7 @@ def connect(
     return over(conn, source=source, policy=policy, initiator=True, action=action, data=data, context=context, **options)
 
 
-def accept(listener: "tls.Listener", *, source: "SvidSource", policy: Any, action: str = "write", data: str = "tcp", **options: Any) -> Channel:
+def accept(listener: tls.Listener, *, source: SvidSource, policy: Any, action: str = "write", data: str = "tcp", **options: Any) -> Channel:
     """Accept the next authorized client of ``listener`` and open the channel with it.
 
     Raises:

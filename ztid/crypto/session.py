@@ -76,7 +76,7 @@ class DirectionKeys:
     _chain: bytes = field(repr=False)
 
     @classmethod
-    def start(cls, chain0: bytes) -> "DirectionKeys":
+    def start(cls, chain0: bytes) -> DirectionKeys:
         return cls(0, _expand(chain0, _LABEL + b" key" + struct.pack(">I", 0)), chain0)
 
     def advance(self) -> None:
@@ -179,7 +179,7 @@ def _confirm_tag(prk: bytes, initiator: bool) -> bytes:
 
 
 def handshake(
-    conn: "ZtidSocket",
+    conn: ZtidSocket,
     *,
     local_id: SpiffeId,
     initiator: bool,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SecureGroup", "close_secure", "get_secure_group", "init_secure"]
 
-_groups: dict[Any, "SecureGroup"] = {}
+_groups: dict[Any, SecureGroup] = {}
 _lock = threading.Lock()
 
 
@@ -133,7 +133,7 @@ def _context(tag: bytes, responder: int, initiator: int) -> bytes:
     return b"ztid/dist/v1" + tag + struct.pack(">II", responder, initiator)
 
 
-def _accept_all(listener: tls.Listener, count: int, source: "SvidSource", policy: Any, action: str, local_id: SpiffeId, tag: bytes,
+def _accept_all(listener: tls.Listener, count: int, source: SvidSource, policy: Any, action: str, local_id: SpiffeId, tag: bytes,
                 rank: int, ids: list[str], out: dict[int, SessionKeys], errors: list[str], timeout: float) -> None:
     """Responder side: accept ``count`` initiators (higher ranks), handshake, check who they claim to be."""
     listener.socket.settimeout(timeout)
@@ -165,7 +165,7 @@ def _accept_all(listener: tls.Listener, count: int, source: "SvidSource", policy
 def init_secure(
     group: Any = None,
     *,
-    source: "SvidSource",
+    source: SvidSource,
     policy: Any,
     host: str = "127.0.0.1",
     action: str = "write",
