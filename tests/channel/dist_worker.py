@@ -41,12 +41,12 @@ def main() -> None:
         result["error"] = str(exc)
         sg = None
     if scenario == "collectives" and sg is not None:
-        result.update(collectives(torch, dist, zd, sg, rank, world, source, svid))
+        result.update(collectives(torch, dist, zd, sg, rank, world, source, svid, directory, policy))
     (directory / f"result{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
-def collectives(torch, dist, zd, sg, rank: int, world: int, source, svid) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def collectives(torch, dist, zd, sg, rank: int, world: int, source, svid, directory, policy) -> dict[str, object]:  # type: ignore[no-untyped-def]
     out: dict[str, object] = {}
     gen = torch.Generator().manual_seed(1234 + rank)
     # point to point, several dtypes and shapes, bitwise (rank 0 -> every other rank)
@@ -110,6 +110,18 @@ def collectives(torch, dist, zd, sg, rank: int, world: int, source, svid) -> dic
     right = (rank + 1) % world  # the ring sends to the right; a rekey is applied at the next send
     out["send_epochs_advanced"] = sg.channels[right].send_epoch == before[right] + 1
     out["recv_epoch_advanced"] = sg.channels[(rank - 1) % world].recv_epoch == 1  # the ring receives from the left
+    # re-authentication: a rotated SVID (a new certificate and key) and a new handshake at a step boundary
+    rotated = type(svid).load(directory / f"rank{rank}.rotated.pem", directory / f"rank{rank}.rotated.key")
+    source.update(rotated, source.snapshot().bundles)
+    old_keys = {p: ch.keys.send.key for p, ch in sg.channels.items()}
+    sg2 = zd.init_secure(source=source, policy=policy, timeout=20.0, segment_size=1 << 16)
+    t = torch.randn(10_000, generator=gen)
+    plain, enc = t.clone(), t.clone()
+    dist.all_reduce(plain)
+    zd.all_reduce(enc)
+    out["after_rehandshake_close"] = bool(torch.allclose(plain, enc, atol=1e-4))
+    out["new_keys"] = all(sg2.channels[p].keys.send.key != old_keys[p] for p in old_keys)
+    out["old_group_closed"] = all(ch._closed for ch in sg.channels.values())
     return out
 
 

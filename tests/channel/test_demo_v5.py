@@ -10,7 +10,7 @@ from ztid.demo import Story, default_policy_path
 from ztid.policy import load_policy
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.torch]
 
 
 def test_v5_collectives_story(tmp_path) -> None:

@@ -18,7 +18,7 @@ from channel_helpers import FOREIGN, ROOT, TD, Pki
 
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.torch]
 
 
 def _free_port() -> int:
@@ -37,6 +37,9 @@ def run_ranks(tmp: Path, pki: Pki, scenario: str, ids: list[str], *, foreign_ran
         key = tmp / f"rank{rank}.key"
         key.write_bytes(svid.key_pem())
         os.chmod(key, 0o600)
+        rotated = (pki.partner if rank in foreign_ranks else pki.ca).issue(sid)  # what the source delivers next
+        (tmp / f"rank{rank}.rotated.pem").write_bytes(rotated.chain_pem())
+        (tmp / f"rank{rank}.rotated.key").write_bytes(rotated.key_pem())
     for rank in foreign_ranks:  # the foreign rank trusts both domains; ours trust only their own
         (tmp / f"bundle_rank{rank}.pem").write_bytes(pki.partner.bundle().to_pem())
     port = _free_port()
@@ -73,6 +76,9 @@ def test_three_ranks_encrypted_collectives_match_gloo(tmp_path: Path, pki: Pki) 
         assert res["after_rekey_close"] is True
         assert res["send_epochs_advanced"] is True
         assert res["recv_epoch_advanced"] is True
+        assert res["after_rehandshake_close"] is True
+        assert res["new_keys"] is True
+        assert res["old_group_closed"] is True
     assert all(res["p2p"] is True for res in results[1:])
 
 
