@@ -47,6 +47,9 @@ def main() -> None:
 
 
 def collectives(torch, dist, zd, sg, rank: int, world: int, source, svid, directory, policy) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    import ztid.distributed.collectives as zc
+
+    zc.PIECE = 1 << 16  # many frames per hop: the pipelined paths (and pieces of unequal counts) run
     out: dict[str, object] = {}
     gen = torch.Generator().manual_seed(1234 + rank)
     # point to point, several dtypes and shapes, bitwise (rank 0 -> every other rank)

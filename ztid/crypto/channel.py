@@ -41,7 +41,7 @@ from ztid.crypto.channel_frame import (
     byte_view,
     meta_of,
     n_segments,
-    parse_meta,
+    tensor_from,
     writable_view,
 )
 from ztid.crypto.session import MAX_EPOCH, SessionKeys
@@ -185,8 +185,8 @@ class Channel:
         return exc
 
     # -- sending -------------------------------------------------------------------------------
-    def _begin(self, src: memoryview, kind: int, meta: bytes) -> tuple[Header, memoryview]:
-        """Header for the next message (advancing the epoch if due) and a scratch view for the frame."""
+    def _begin(self, src: memoryview, kind: int, meta: bytes, into: Any = None) -> tuple[Header, memoryview]:
+        """Header for the next message (advancing the epoch if due) and a view for the frame (``into`` or scratch)."""
         length = src.nbytes
         nseg = n_segments(length, self.segment_size)
         if nseg > self._rekey_after:
@@ -200,9 +200,15 @@ class Channel:
         header = Header.build(kind=kind, meta=meta, epoch=tx.keys.epoch, counter=tx.counter, length=length, segment_size=self.segment_size)
         tx.counter += nseg  # reserved before any encryption: a failed send never reuses these nonces
         size = len(header.raw) + length + nseg * TAG
-        if len(self._tx_buf) < size:
-            self._tx_buf = bytearray(size)
-        out = memoryview(self._tx_buf)[:size]
+        if into is not None:
+            out = writable_view(into)
+            if out.nbytes < size:
+                raise UsageError(f"seal(out=...) needs {size} bytes, got {out.nbytes}")
+            out = out[:size]
+        else:
+            if len(self._tx_buf) < size:
+                self._tx_buf = bytearray(size)
+            out = memoryview(self._tx_buf)[:size]
         out[: len(header.raw)] = header.raw
         return header, out
 
@@ -210,18 +216,23 @@ class Channel:
         parallel = self._parallel and header.length >= _PARALLEL_MIN
         return encrypt_segments(self._tx.aead, self.keys.channel_id, header, src, out, parallel=parallel)
 
-    def seal(self, buffer: Any) -> memoryview:
-        """Encrypt one message into a frame; returns a view of the channel's buffer, valid until the next seal.
+    def seal(self, buffer: Any, *, out: Any = None) -> memoryview:
+        """Encrypt one message into a frame; returns a view of it.
+
+        Args:
+            buffer: bytes-like, numpy array or CPU tensor.
+            out: a writable buffer of at least :meth:`frame_size` bytes to hold the frame (so several
+                frames can be in flight); by default the channel's own buffer, valid until the next seal.
 
         Raises:
             ChannelClosed: the channel failed or was closed.
-            UsageError: the buffer is not bytes-like, numpy or a CPU tensor.
+            UsageError: the buffer is not bytes-like, numpy or a CPU tensor, or ``out`` is too small.
         """
         with self._tx_lock:
             self._check_open()
             kind, meta = meta_of(buffer)
             src = byte_view(buffer)
-            header, out = self._begin(src, kind, meta)
+            header, out = self._begin(src, kind, meta, out)
             for _ in self._encrypt(header, src, out):
                 pass
             return out
@@ -395,16 +406,5 @@ class Channel:
                 raise
         if header.kind == KIND_BYTES:
             return bytes(out)
-        return _tensor_from(out, header.meta)
+        return tensor_from(out, header.meta)
 
-
-def _tensor_from(data: bytearray, meta: bytes) -> Any:
-    name, shape = parse_meta(meta)
-    try:
-        import numpy as np
-
-        return np.frombuffer(data, dtype=np.dtype(name)).reshape(shape)
-    except (ImportError, TypeError):
-        import torch
-
-        return torch.frombuffer(data, dtype=getattr(torch, name)).reshape(shape)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ztid.errors import DecryptionError, UsageError
 
-__all__ = ["HEADER", "TAG", "Header", "byte_view", "meta_of", "n_segments", "writable_view"]
+__all__ = ["HEADER", "TAG", "Header", "byte_view", "meta_of", "n_segments", "parse_meta", "tensor_from", "writable_view"]
 
 MAGIC = b"ZTC1"
 HEADER = struct.Struct(">4sBBHIQQI")
@@ -157,3 +157,16 @@ def _torch_bytes(t: Any, *, writable: bool) -> Any:
     if flat.element_size() != 1 or flat.dtype != _torch().uint8:
         flat = flat.view(_torch().uint8)
     return flat.numpy()
+
+
+def tensor_from(data: bytearray, meta: bytes) -> Any:
+    """A numpy array (torch tensor when numpy lacks the dtype) over ``data``, shaped as ``meta`` says."""
+    name, shape = parse_meta(meta)
+    try:
+        import numpy as np
+
+        return np.frombuffer(data, dtype=np.dtype(name)).reshape(shape)
+    except (ImportError, TypeError):
+        import torch
+
+        return torch.frombuffer(data, dtype=getattr(torch, name)).reshape(shape)
