@@ -31,7 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ztid.crypto.channel_aead import PARALLEL_MIN as _PARALLEL_MIN
-from ztid.crypto.channel_aead import decrypt_segments, encrypt_segments
+from ztid.crypto.channel_aead import decrypt_segments, encrypt_segments, ring_size
 from ztid.crypto.channel_frame import (
     HEADER,
     KIND_BYTES,
@@ -137,8 +137,9 @@ class Channel:
         self._rekey_wanted = False
         self._tx_lock = threading.Lock()
         self._rx_lock = threading.Lock()
-        self._tx_buf = bytearray()
-        self._rx_buf = bytearray()
+        self._tx_buf = bytearray()  # seal(): whole frames
+        self._tx_ring = bytearray()  # send()/recv_into(): segment slots
+        self._rx_ring = bytearray()
         self._failure: BaseException | None = None
         self._closed = False
 
@@ -185,9 +186,8 @@ class Channel:
         return exc
 
     # -- sending -------------------------------------------------------------------------------
-    def _begin(self, src: memoryview, kind: int, meta: bytes, into: Any = None) -> tuple[Header, memoryview]:
-        """Header for the next message (advancing the epoch if due) and a view for the frame (``into`` or scratch)."""
-        length = src.nbytes
+    def _next_header(self, length: int, kind: int, meta: bytes) -> Header:
+        """The header of the next message, advancing the epoch if due and reserving its counters."""
         nseg = n_segments(length, self.segment_size)
         if nseg > self._rekey_after:
             raise UsageError(f"a message of {length} bytes needs {nseg} segments, more than rekey_after={self._rekey_after}")
@@ -199,6 +199,13 @@ class Channel:
             self._rekey_wanted = False
         header = Header.build(kind=kind, meta=meta, epoch=tx.keys.epoch, counter=tx.counter, length=length, segment_size=self.segment_size)
         tx.counter += nseg  # reserved before any encryption: a failed send never reuses these nonces
+        return header
+
+    def _begin(self, src: memoryview, kind: int, meta: bytes, into: Any = None) -> tuple[Header, memoryview]:
+        """Header for the next message and a view for the whole frame (``into`` or the channel's buffer)."""
+        length = src.nbytes
+        header = self._next_header(length, kind, meta)
+        nseg = n_segments(length, self.segment_size)
         size = len(header.raw) + length + nseg * TAG
         if into is not None:
             out = writable_view(into)
@@ -213,8 +220,25 @@ class Channel:
         return header, out
 
     def _encrypt(self, header: Header, src: memoryview, out: memoryview) -> Iterator[memoryview]:
+        """Segments encrypted in place into ``out`` (header | segments), for :meth:`seal`."""
         parallel = self._parallel and header.length >= _PARALLEL_MIN
-        return encrypt_segments(self._tx.aead, self.keys.channel_id, header, src, out, parallel=parallel)
+        hlen, seg = len(header.raw), header.segment_size
+
+        def dst_for(k: int, n: int) -> memoryview:
+            o = hlen + k * (seg + TAG)
+            return out[o : o + n]
+
+        return encrypt_segments(self._tx.aead, self.keys.channel_id, header, src, dst_for, parallel=parallel)
+
+    def _ring(self, attr: str, header: Header, parallel: bool) -> tuple[memoryview, int]:
+        """A small ring of segment slots (reused across messages), so ciphertext stays in cache."""
+        slots = ring_size(parallel)
+        size = slots * (header.segment_size + TAG)
+        buf = getattr(self, attr)
+        if len(buf) < size:
+            buf = bytearray(size)
+            setattr(self, attr, buf)
+        return memoryview(buf), slots
 
     def seal(self, buffer: Any, *, out: Any = None) -> memoryview:
         """Encrypt one message into a frame; returns a view of it.
@@ -253,10 +277,18 @@ class Channel:
             self._check_open()
             kind, meta = meta_of(buffer)
             src = byte_view(buffer)
-            header, out = self._begin(src, kind, meta)
+            header = self._next_header(src.nbytes, kind, meta)
+            parallel = self._parallel and header.length >= _PARALLEL_MIN
+            ring, slots = self._ring("_tx_ring", header, parallel)
+            stride = header.segment_size + TAG
+
+            def dst_for(k: int, n: int) -> memoryview:
+                o = (k % slots) * stride
+                return ring[o : o + n]
+
             try:
-                self._send_fn(out[: len(header.raw)])
-                for piece in self._encrypt(header, src, out):
+                self._send_fn(header.raw)
+                for piece in encrypt_segments(self._tx.aead, self.keys.channel_id, header, src, dst_for, parallel=parallel):
                     self._send_fn(piece)
             except OSError as exc:
                 raise self._fail(TransportError(f"channel send failed: {exc}")) from exc
@@ -282,9 +314,15 @@ class Channel:
         if length > view.nbytes:
             raise CryptoError(f"message of {length} bytes does not fit the {view.nbytes}-byte buffer")
 
-    def _decrypt(self, header: Header, ct: memoryview, dest: memoryview, *, arrivals: Iterator[None] | None = None) -> None:
+    def _decrypt(self, header: Header, ct: memoryview, dest: memoryview) -> None:
+        """Open the segments laid out one after another in ``ct`` (a whole frame's body)."""
         parallel = self._parallel and header.length >= _PARALLEL_MIN
-        decrypt_segments(self._rx.aead, self.keys.channel_id, header, ct, dest, parallel=parallel, arrivals=arrivals)
+        stride = header.segment_size + TAG
+
+        def ct_for(k: int, n: int) -> memoryview:
+            return ct[k * stride : k * stride + n]
+
+        decrypt_segments(self._rx.aead, self.keys.channel_id, header, ct_for, dest, parallel=parallel)
         self._rx.counter = header.counter + n_segments(header.length, header.segment_size)
 
     def open_into(self, frame: Any, buffer: Any) -> int:
@@ -343,20 +381,20 @@ class Channel:
         return Header(kind, bytes(meta), epoch, counter, length, seg, bytes(fixed) + bytes(meta))
 
     def _recv_body(self, header: Header, dest: memoryview) -> None:
-        nseg = n_segments(header.length, header.segment_size)
-        size = header.length + nseg * TAG
-        if len(self._rx_buf) < size:
-            self._rx_buf = bytearray(size)
-        ct = memoryview(self._rx_buf)[:size]
-        seg, length = header.segment_size, header.length
+        """Receive segment by segment into a small ring and decrypt each as it arrives."""
+        parallel = self._parallel and header.length >= _PARALLEL_MIN
+        ring, slots = self._ring("_rx_ring", header, parallel)
+        stride = header.segment_size + TAG
 
-        def arrivals() -> Iterator[None]:
-            for k in range(nseg):
-                lo = k * (seg + TAG)
-                self._read_exact(ct[lo : lo + min(seg, length - k * seg) + TAG], f"segment {k}")
-                yield None
+        def ct_for(k: int, n: int) -> memoryview:
+            o = (k % slots) * stride
+            return ring[o : o + n]
 
-        self._decrypt(header, ct, dest, arrivals=arrivals())
+        def arrive(k: int, view: memoryview) -> None:
+            self._read_exact(view, f"segment {k}")
+
+        decrypt_segments(self._rx.aead, self.keys.channel_id, header, ct_for, dest, parallel=parallel, arrivals=arrive, ring=slots)
+        self._rx.counter = header.counter + n_segments(header.length, header.segment_size)
 
     def recv_into(self, buffer: Any) -> int:
         """Receive one message into ``buffer`` (decrypted in place); returns its length in bytes.
