@@ -7,7 +7,7 @@ import ztid
 EXPECTED = [
     "AuditError", "Bundle", "BundleError", "BundleSet", "ConfigError", "CryptoError", "Decision",
     "DecryptionError", "Identity", "IdentityError", "KeyReleaseError", "KeyringError", "PermissionDenied",
-    "Policy", "PolicyError", "SigningError", "SourceError", "SpiffeId", "SvidError", "TransportError",
+    "Policy", "PolicyError", "SealedFormatError", "SigningError", "SourceError", "SpiffeId", "SvidError", "TransportError",
     "TrustDomain", "UsageError", "VerificationError", "VerifiedJwt", "VerifiedSvid", "X509Svid",
     "ZtidError", "__version__", "load_policy", "parse_policy", "PolicyWatcher", "current_peer",
     "spiffe_id_from_leaf", "DevCA", "SvidSource", "SvidSnapshot", "StaticSource", "FileSource",

@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "KeyringError": "ztid.errors",
     "PermissionDenied": "ztid.errors",
     "PolicyError": "ztid.errors",
+    "SealedFormatError": "ztid.errors",
     "SigningError": "ztid.errors",
     "SourceError": "ztid.errors",
     "SvidError": "ztid.errors",
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ztid.enforce.require import current_peer, peer_scope, require, requires
     from ztid.errors import (
         AuditError, BundleError, ConfigError, CryptoError, DecryptionError, IdentityError, KeyReleaseError,
-        KeyringError, PermissionDenied, PolicyError, SigningError, SourceError, SvidError, TransportError,
+        KeyringError, PermissionDenied, PolicyError, SealedFormatError, SigningError, SourceError, SvidError, TransportError,
         UsageError, VerificationError, ZtidError,
     )
     from ztid.identity import Identity

@@ -16,6 +16,7 @@
     ├── CryptoError
     │   ├── KeyringError               key material unusable: bad length, unknown key id, loose permissions
     │   ├── KeyReleaseError            the key service refused or could not release a key
+    │   ├── SealedFormatError          a sealed file's header is malformed (names the field)
     │   └── DecryptionError            always "decryption failed", whatever the cause (as Tink does)
     ├── SigningError                   an artifact signature is missing, invalid, or its signer is not allowed
     └── AuditError                     a decision log or audit input is malformed or has been tampered with
@@ -43,6 +44,7 @@ __all__ = [
     "KeyringError",
     "PermissionDenied",
     "PolicyError",
+    "SealedFormatError",
     "SigningError",
     "SourceError",
     "SvidError",
@@ -156,6 +158,10 @@ class KeyReleaseError(CryptoError):
 
     status: str = ""
     reason_code: str = ""
+
+
+class SealedFormatError(CryptoError):
+    """A sealed file's container header is malformed; the message names the field."""
 
 
 class DecryptionError(CryptoError):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ztid.crypto import keys, sealed, stream
 from ztid.crypto.sealed import SealedHeader, open_sealed, parse_header, read_header, rewrap_file, seal_file
-from ztid.errors import CryptoError, DecryptionError, KeyringError, UsageError
+from ztid.errors import CryptoError, DecryptionError, KeyringError, SealedFormatError, UsageError
 
 SEG = 4096
 
@@ -149,11 +149,11 @@ def test_fuzz_random_bytes_only_raise_crypto_errors(data):
         try:
             parse_header(candidate)
         except CryptoError as exc:
-            assert type(exc) is CryptoError and str(exc).startswith("sealed header:")
+            assert type(exc) is SealedFormatError and str(exc).startswith("sealed header:")
         try:
             read_header(io.BytesIO(candidate))
         except CryptoError as exc:
-            assert type(exc) is CryptoError
+            assert type(exc) is SealedFormatError
 
 
 @settings(max_examples=200, deadline=None)

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 from ztid.crypto import stream
 from ztid.crypto._format import DEFAULT_SEGMENT_SIZE, Layout, check_key
 from ztid.crypto.random_access import RandomAccessDecryptor, SeekableReader
-from ztid.errors import CryptoError, UsageError
+from ztid.errors import CryptoError, SealedFormatError, UsageError
 
 __all__ = ["MAGIC", "SealedHeader", "open_sealed", "parse_header", "read_header", "rewrap_file", "seal_file"]
 
@@ -47,17 +47,17 @@ _AD_LABEL = b"ztid-sealed/v1\0"
 
 def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value) or value in (".", ".."):
-        raise CryptoError(f"sealed header: {what} must be 1-255 characters of [A-Za-z0-9._-], got {value!r}")
+        raise SealedFormatError(f"sealed header: {what} must be 1-255 characters of [A-Za-z0-9._-], got {value!r}")
     return value
 
 
 def _check_name(value: Any) -> str:
     if not isinstance(value, str) or not 1 <= len(value.encode("utf-8", "surrogatepass")) <= 1024:
-        raise CryptoError(f"sealed header: name must be 1-1024 bytes of UTF-8, got {value!r}")
+        raise SealedFormatError(f"sealed header: name must be 1-1024 bytes of UTF-8, got {value!r}")
     if any(ord(c) < 0x20 or c in "\\\x7f" for c in value) or any(
         part in ("", ".", "..") for part in value.split("/")
     ):
-        raise CryptoError(f"sealed header: name must be a relative '/'-separated path without '.', '..' "
+        raise SealedFormatError(f"sealed header: name must be a relative '/'-separated path without '.', '..' "
                           f"or empty parts, control characters or backslashes, got {value!r}")
     return value
 
@@ -84,19 +84,19 @@ class SealedHeader:
         """Validate every field.
 
         Raises:
-            CryptoError: a field breaks its rule (the message names it and quotes the value).
+            SealedFormatError: a field breaks its rule (the message names it and quotes the value).
         """
         _check_id(dataset, "dataset")
         _check_name(name)
         _check_id(key_id, "key_id")
         if type(key_version) is not int or not 1 <= key_version < 2**32:
-            raise CryptoError(f"sealed header: key_version must be an int in [1, 2**32), got {key_version!r}")
+            raise SealedFormatError(f"sealed header: key_version must be an int in [1, 2**32), got {key_version!r}")
         if not isinstance(wrapped_key, bytes) or not 1 <= len(wrapped_key) <= 4096:
-            raise CryptoError("sealed header: wrapped_key must be 1-4096 bytes")
+            raise SealedFormatError("sealed header: wrapped_key must be 1-4096 bytes")
         try:
             Layout.of(segment_size)
         except UsageError as exc:
-            raise CryptoError(f"sealed header: {exc}") from exc
+            raise SealedFormatError(f"sealed header: {exc}") from exc
         return cls(dataset, name, key_id, key_version, wrapped_key, segment_size)
 
     def to_bytes(self) -> bytes:
@@ -128,32 +128,32 @@ def parse_header(data: bytes) -> SealedHeader:
     """Parse exactly one header (``data`` must be the whole header, nothing more).
 
     Raises:
-        CryptoError: bad magic, version, lengths or field values.
+        SealedFormatError: bad magic, version, lengths or field values.
     """
     if len(data) < _FIXED.size:
-        raise CryptoError(f"sealed header: {len(data)} bytes is shorter than the fixed part ({_FIXED.size})")
+        raise SealedFormatError(f"sealed header: {len(data)} bytes is shorter than the fixed part ({_FIXED.size})")
     magic, version, length, segment_size, key_version = _FIXED.unpack_from(data)
     if magic != MAGIC:
-        raise CryptoError(f"sealed header: magic must be b'ZTID', got {magic!r}")
+        raise SealedFormatError(f"sealed header: magic must be b'ZTID', got {magic!r}")
     if version != VERSION:
-        raise CryptoError(f"sealed header: unsupported version {version} (this ztid reads version {VERSION})")
+        raise SealedFormatError(f"sealed header: unsupported version {version} (this ztid reads version {VERSION})")
     if length != len(data):
-        raise CryptoError(f"sealed header: header_len says {length}, the header has {len(data)} bytes")
+        raise SealedFormatError(f"sealed header: header_len says {length}, the header has {len(data)} bytes")
     pos, fields = _FIXED.size, []
     for what in ("dataset", "name", "key_id", "wrapped_key"):
         if pos + 2 > len(data):
-            raise CryptoError(f"sealed header: {what} length runs past the header")
+            raise SealedFormatError(f"sealed header: {what} length runs past the header")
         (size,) = struct.unpack_from(">H", data, pos)
         if pos + 2 + size > len(data):
-            raise CryptoError(f"sealed header: {what} ({size} bytes) runs past the header")
+            raise SealedFormatError(f"sealed header: {what} ({size} bytes) runs past the header")
         fields.append(bytes(data[pos + 2 : pos + 2 + size]))
         pos += 2 + size
     if pos != len(data):
-        raise CryptoError(f"sealed header: {len(data) - pos} unexpected bytes after the wrapped key")
+        raise SealedFormatError(f"sealed header: {len(data) - pos} unexpected bytes after the wrapped key")
     try:
         dataset, name, key_id = (f.decode("utf-8") for f in fields[:3])
     except UnicodeDecodeError as exc:
-        raise CryptoError(f"sealed header: a name field is not UTF-8: {exc.object[exc.start:exc.end]!r}") from exc
+        raise SealedFormatError(f"sealed header: a name field is not UTF-8: {exc.object[exc.start:exc.end]!r}") from exc
     header = SealedHeader.new(dataset=dataset, name=name, key_id=key_id, key_version=key_version,
                               wrapped_key=fields[3], segment_size=segment_size)
     return header
@@ -173,19 +173,19 @@ def read_header(f: BinaryIO) -> SealedHeader:
     """Read and parse the header at the current position of ``f`` (left just after it).
 
     Raises:
-        CryptoError: the header is malformed or the file ends inside it.
+        SealedFormatError: the header is malformed or the file ends inside it.
     """
     fixed = _read_exact(f, _FIXED.size)
     if len(fixed) < _FIXED.size:
-        raise CryptoError(f"sealed header: file ends after {len(fixed)} bytes, inside the fixed part")
+        raise SealedFormatError(f"sealed header: file ends after {len(fixed)} bytes, inside the fixed part")
     magic, version, length, _, _ = _FIXED.unpack(fixed)
     if magic != MAGIC or version != VERSION:
         return parse_header(fixed)  # raises, naming the bad magic or version
     if not _FIXED.size <= length <= _MAX_HEADER:
-        raise CryptoError(f"sealed header: header_len {length} is outside [{_FIXED.size}, {_MAX_HEADER}]")
+        raise SealedFormatError(f"sealed header: header_len {length} is outside [{_FIXED.size}, {_MAX_HEADER}]")
     rest = _read_exact(f, length - _FIXED.size)
     if len(rest) != length - _FIXED.size:
-        raise CryptoError(f"sealed header: file ends inside the {length}-byte header")
+        raise SealedFormatError(f"sealed header: file ends inside the {length}-byte header")
     return parse_header(fixed + rest)
 
 
