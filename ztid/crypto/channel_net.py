@@ -57,7 +57,7 @@ def authorize_both_ways(conn: tls.ZtidSocket, *, source: SvidSource, policy: Any
 
 def over(
     conn: tls.ZtidSocket, *, source: SvidSource, policy: Any, initiator: bool, action: str = "write", data: str = "tcp",
-    context: bytes = b"", **options: Any,
+    context: bytes = b"", handshake_timeout: float = 30.0, **options: Any,
 ) -> Channel:
     """Check the policy both ways, run the handshake on an mTLS socket and return the channel on that connection.
 
@@ -70,6 +70,7 @@ def over(
         data: ``"tcp"`` to carry frames on the bare TCP connection after TLS shutdown, ``"tls"``
             to keep them inside TLS.
         context: bytes bound into the keys (the initiator's are used).
+        handshake_timeout: seconds the peer gets for the key exchange.
         **options: passed to :class:`Channel` (segment_size, rekey_after, ...).
 
     Raises:
@@ -84,6 +85,7 @@ def over(
     try:
         local_id = source.snapshot().svid.spiffe_id
         authorize_both_ways(conn, source=source, policy=policy, action=action)
+        conn.settimeout(handshake_timeout)  # a peer that stalls mid-handshake cannot hold us forever
         keys = handshake(conn, local_id=local_id, initiator=initiator, context=context)
         sock: Any = conn
         if data == "tcp":

@@ -147,6 +147,7 @@ def _accept_all(listener: tls.Listener, count: int, source: SvidSource, policy: 
             conn = listener.handshake(raw)
             with conn:
                 authorize_both_ways(conn, source=source, policy=policy, action=action)
+                conn.settimeout(timeout)
                 keys = handshake(conn, local_id=local_id, initiator=False)
             ctx = keys.context
             prefix = _context(tag, rank, 0)[:-4]
