@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ztid.errors import BundleError
 
-__all__ = ["b64url", "b64url_decode", "is_ca", "jwk_public_key", "no_duplicates", "public_jwk", "read_jwk", "reject_constant"]
+__all__ = ["b64url", "b64url_decode", "is_ca", "jwk_public_key", "public_jwk", "read_jwk"]
 
 _CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
     "P-256": (ec.SECP256R1, 32),
@@ -99,20 +99,6 @@ def jwk_public_key(jwk: Mapping[str, Any]) -> PublicKeyTypes:
         return rsa.RSAPublicNumbers(e_int, n_int).public_key()
     raise ValueError(f"unsupported kty {kty!r}")
 
-
-def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` for json.loads that rejects duplicate member names (BundleError)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BundleError(f"SPIFFE bundle: duplicate JSON member {key!r}")
-        out[key] = value
-    return out
-
-
-def reject_constant(name: str) -> Any:
-    """``parse_constant`` for json.loads: NaN and Infinity are not JSON (BundleError)."""
-    raise BundleError(f"SPIFFE bundle: {name} is not valid JSON")
 
 
 def read_jwk(jwk: object, cas: list[x509.Certificate], jwt: dict[str, PublicKeyTypes]) -> str:

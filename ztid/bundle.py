@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from ztid._jwk import is_ca, no_duplicates, public_jwk, read_jwk, reject_constant
+from ztid import _strictjson
+from ztid._jwk import is_ca, public_jwk, read_jwk
 from ztid.errors import BundleError, IdentityError, VerificationError
 from ztid.spiffeid import SpiffeId, TrustDomain
 
@@ -208,10 +209,8 @@ class Bundle:
         else:
             raise BundleError(f"SPIFFE bundle must be bytes or str, not {type(data).__name__}")
         try:
-            doc = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=reject_constant)
+            doc = _strictjson.loads(text)
         except (ValueError, RecursionError) as exc:
-            if isinstance(exc, BundleError):
-                raise
             raise BundleError(f"SPIFFE bundle is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise BundleError("SPIFFE bundle must be a JSON object")

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from ztid import _strictjson
 from ztid.bundle import Bundle, BundleSet
 from ztid.errors import IdentityError, SvidError, UsageError, VerificationError
 from ztid.spiffeid import SpiffeId, TrustDomain
@@ -127,25 +128,9 @@ def _b64decode(part: str, what: str) -> bytes:
         raise _fail(f"the {what} part is not valid base64url") from exc
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {_q(key)}")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-_JSON: Final = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-
-
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = _JSON.decode(data.decode("utf-8"))
+        obj = _strictjson.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _fail(f"the {what} is not UTF-8") from exc
     except RecursionError as exc:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ztid import _strictjson
 from ztid.errors import SigningError
 
 __all__ = [
@@ -78,21 +78,12 @@ def _fail(message: str) -> SigningError:
     return SigningError(message)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _fail(f"duplicate JSON member {key[:80]!r}")
-        out[key] = value
-    return out
-
-
 def _json(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        return _strictjson.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _fail(f"{what} is not UTF-8") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise _fail(f"{what} is not JSON: {str(exc)[:120]}") from exc
 
 

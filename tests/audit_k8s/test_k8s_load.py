@@ -95,7 +95,7 @@ def test_kubectl_typed_list_json():
     ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    securityContext:\n"
      "      privileged: true\n      privileged: false\n", "duplicate key 'privileged'"),
     ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"hostPID": true, "hostPID": false}}',
-     "duplicate key 'hostPID'"),
+     "duplicate JSON member 'hostPID'"),
 ])
 def test_malformed_input_is_a_located_audit_error(text, fragment):
     with pytest.raises(AuditError) as info:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ztid import _strictjson
 from ztid.audit.findings import Location
 from ztid.errors import AuditError
 
@@ -77,13 +78,6 @@ def _expanded_size(root: yaml.Node) -> int:
     return sizes[id(root)]
 
 
-def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r} (readers disagree on which value wins)")
-        out[key] = value
-    return out
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 # Resource types read by --live: core kinds in one call, then optional ones one by one (a CRD the
@@ -195,7 +189,7 @@ def parse_manifests(data: bytes | str, *, source: str = "<string>") -> list[Mani
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
-            doc = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
+            doc = _strictjson.loads(text)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             where = f"{source}:{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else source
             raise AuditError(f"{where}: malformed JSON: {exc}") from exc
