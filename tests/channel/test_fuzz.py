@@ -105,3 +105,24 @@ def test_channel_over_caller_supplied_send_and_recv() -> None:
     t.join()
     assert got == msgs
     assert str(b.keys.peer_id) == f"spiffe://{TD}/ns/vision/sa/training"
+
+
+def test_a_failing_caller_transport_is_a_transport_error_and_closes_the_channel() -> None:
+    ki, kr = key_pair()
+
+    def broken_send(data) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("link down")
+
+    def broken_recv(view: memoryview) -> int:
+        raise RuntimeError("link down")
+
+    a = Channel(ki, send=broken_send)
+    with pytest.raises(TransportError, match="RuntimeError: link down"):
+        a.send(b"x")
+    with pytest.raises(ChannelClosed):
+        a.send(b"x")
+    b = Channel(kr, recv_into=broken_recv)
+    with pytest.raises(TransportError, match="link down"):
+        b.recv()
+    with pytest.raises(ChannelClosed):
+        b.recv()

@@ -73,8 +73,14 @@ class StreamMixin:
                 self._send_fn(header.raw)
                 for piece in encrypt_segments(self._tx.aead, self.keys.channel_id, header, src, dst_for, parallel=parallel):
                     self._send_fn(piece)
-            except OSError as exc:
-                raise self._fail(TransportError(f"channel send failed: {exc}")) from exc
+            except ZtidError as exc:
+                self._fail(exc)
+                raise
+            except Exception as exc:  # OSError from a socket, anything from a caller's send
+                raise self._fail(TransportError(f"channel send failed: {type(exc).__name__}: {exc}")) from exc
+            except BaseException as exc:  # interrupted mid-frame: the stream is no longer in step
+                self._fail(exc)
+                raise
 
     def _read_exact(self: Channel, view: memoryview, what: str) -> None:
         got, n = 0, view.nbytes
@@ -82,8 +88,8 @@ class StreamMixin:
         while got < n:
             try:
                 k = self._recv_fn(view[got:])
-            except OSError as exc:
-                raise TransportError(f"channel receive failed: {exc}") from exc
+            except Exception as exc:  # OSError from a socket, anything from a caller's recv_into
+                raise TransportError(f"channel receive failed: {type(exc).__name__}: {exc}") from exc
             if not k:
                 raise TruncatedError(f"stream ended inside a frame ({what}: {got} of {n} bytes)")
             got += k
@@ -135,7 +141,7 @@ class StreamMixin:
                 header = self._recv_header()
                 self._check_fits(header.kind, header.meta, header.length, buffer, dest)
                 self._recv_body(header, dest)
-            except ZtidError as exc:
+            except BaseException as exc:  # a failed or interrupted frame: the stream is out of step
                 self._fail(exc)
                 raise
             return header.length
@@ -156,7 +162,7 @@ class StreamMixin:
                     raise CryptoError(f"message of {header.length} bytes exceeds max_message={self._max_message}")
                 out = bytearray(header.length)
                 self._recv_body(header, memoryview(out))
-            except ZtidError as exc:
+            except BaseException as exc:
                 self._fail(exc)
                 raise
         if header.kind == KIND_BYTES:
