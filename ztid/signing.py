@@ -25,12 +25,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ztid._atomic import write_atomic
 from ztid.bundle import Bundle, BundleSet
 from ztid.errors import SigningError, SvidError, UsageError
 from ztid.identity import Identity
@@ -196,21 +196,6 @@ def _ignored_inside(model: Path, signature: Path) -> list[str]:
         return []
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _resolve_signer(signer: Any) -> X509Svid:
     if isinstance(signer, X509Svid):
         return signer
@@ -262,7 +247,7 @@ def sign_model(path: str | os.PathLike[str], signer: Any, *, signature: str | os
     manifest = _hash(model, cfg)
     data = build_bundle(manifest, svid.cert_chain, svid.private_key, Claim(str(svid.spiffe_id), now))
     try:
-        _write_atomic(sig_path, data)
+        write_atomic(sig_path, data)
     except OSError as exc:
         raise SigningError(f"cannot write signature {str(sig_path)!r}: {exc.strerror or exc}") from exc
     return SignedModel(path=model, signature=sig_path, signer=svid.spiffe_id, signed_at=now, digests=_digests(manifest))

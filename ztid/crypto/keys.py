@@ -24,7 +24,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ztid._atomic import write_atomic
 from ztid.errors import DecryptionError, KeyringError
 
 __all__ = ["DEK_SIZE", "KekBackend", "Keyring", "Wrapped", "dek_context", "new_data_key"]
@@ -150,24 +150,10 @@ class Keyring:
         return doc
 
     def _save(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)
-                json.dump(self._doc, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, (json.dumps(self._doc, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise KeyringError(f"cannot write keyring {os.fspath(self.path)!r}: {exc.strerror or exc}") from exc
-        with contextlib.suppress(OSError):
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ztid._atomic import write_atomic
 from ztid.errors import ConfigError, UsageError
 
 __all__ = ["DatasetRecord", "DatasetRegistry", "check_dataset", "parse_dataset_spec"]
@@ -125,16 +125,9 @@ class DatasetRegistry:
         if self.path is None:
             return
         doc = {"format": FORMAT, "datasets": {k: r.to_json() for k, r in sorted(self._records.items())}}
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise ConfigError(f"cannot write dataset registry {os.fspath(self.path)!r}: {exc.strerror or exc}") from exc
 
 
