@@ -23,3 +23,4 @@ def test_v5_collectives_story(tmp_path) -> None:
     assert "weights identical on both ranks after 4 steps: yes" in text
     assert "spiffe://ai-platform.example/ns/vision/sa/inference: refused: PermissionDenied" in text
     assert "bug!" not in text
+    assert "dev agents (`ztid agent`, the Workload API)" in text

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+from ztid.errors import SourceError
 
 TD = "ai-platform.example"
 TRAINING = f"spiffe://{TD}/ns/vision/sa/training"
@@ -74,25 +80,59 @@ def _rank(rank: int, world: int, port: int, source: Any, policy: Any, queue: Any
     dist.destroy_process_group()
 
 
-def _launch(ids: list[str], ca: Any, policy: Any) -> list[dict[str, Any]]:
-    from ztid.bundle import BundleSet
-    from ztid.source import StaticSource
-
-    bundles = BundleSet([ca.bundle()])
-    # fork: the ranks inherit the imported torch and ztid instead of importing them again (seconds each)
-    ctx = mp.get_context("fork")
+def _launch(sources: list[Any], policy: Any) -> list[dict[str, Any]]:
+    ctx = mp.get_context("fork")  # the ranks inherit the imported torch and ztid instead of importing them again
     queue = ctx.Queue()
     port = _port()
-    procs = [
-        ctx.Process(target=_rank, args=(r, len(ids), port, StaticSource(ca.issue(sid, ttl=dt.timedelta(minutes=15)), bundles), policy, queue))
-        for r, sid in enumerate(ids)
-    ]
+    procs = [ctx.Process(target=_rank, args=(r, len(sources), port, src, policy, queue)) for r, src in enumerate(sources)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(10)
     return sorted(results, key=lambda r: r["rank"])
+
+
+class _Agents:
+    """Dev agents (``ztid agent`` processes), one per identity, as SPIRE agents would be per node."""
+
+    def __init__(self, ca_dir: Path, workdir: Path) -> None:
+        self._ca_dir, self._workdir, self._procs = ca_dir, workdir, []  # type: ignore[var-annotated]
+
+    def start(self, *spiffe_ids: str) -> list[str]:
+        sockets, procs = [], []
+        for i, sid in enumerate(spiffe_ids):
+            path = self._workdir / f"agent-{i}.sock"
+            cmd = [sys.executable, "-m", "ztid", "agent", "--dir", str(self._ca_dir), "--socket", str(path), "--id", sid,
+                   "--json", "--quiet"]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            sockets.append(str(path))
+        self._procs.extend(procs)
+        for proc in procs:
+            line = proc.stdout.readline() if proc.stdout else ""  # one JSON object once serving
+            if not line or not json.loads(line).get("ok"):
+                raise SourceError(f"ztid agent did not start: {proc.stderr.read() if proc.stderr else ''}")
+        return sockets
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _fetch(socket_path: str) -> Any:
+    """An SVID from the agent's Workload API, handed off as a static snapshot the forked ranks can use."""
+    from ztid.source_workload import WorkloadApiSource
+
+    src = WorkloadApiSource(socket_path)
+    try:
+        return src.fork_handoff()
+    finally:
+        src.close()
 
 
 def run(story) -> bool:  # type: ignore[no-untyped-def]
@@ -105,13 +145,23 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
         return True
     from ztid.devca import DevCA
 
-    ca = DevCA.create(TD)
+    start = time.perf_counter()
+    ca_dir = story.workdir / "ca-v5"
+    DevCA.create(TD).save(ca_dir)
+    agents = _Agents(ca_dir, story.workdir)
+    try:
+        training_sock, inference_sock = agents.start(TRAINING, INFERENCE)
+        training = [_fetch(training_sock), _fetch(training_sock)]
+        inference = _fetch(inference_sock)
+    finally:
+        agents.stop()
     story.say("gloo, NCCL and RDMA bypass the mesh and send tensors in the clear, unauthenticated. ztid keys every")
     story.say("pair of ranks with a handshake inside mTLS (SVIDs verified, policy asked both ways) and sends only")
-    story.say("AES-256-GCM frames over gloo. Two ranks, both training in tenant 'vision':")
-    start = time.perf_counter()
+    story.say("AES-256-GCM frames over gloo. SVIDs come from two dev agents (`ztid agent`, the Workload API):")
+    story.say(f"  {training_sock} serves {TRAINING}; {inference_sock} serves {INFERENCE}")
+    story.say("Two ranks, both training in tenant 'vision':")
     ok = True
-    results = _launch([TRAINING, TRAINING], ca, story.policy)
+    results = _launch(training, story.policy)
     for res in results:
         if "refused" in res:
             story.say(f"  rank {res['rank']}: REFUSED (bug!): {res['refused']}")
@@ -126,7 +176,7 @@ def run(story) -> bool:  # type: ignore[no-untyped-def]
 
     story.say("")
     story.say("Now rank 1 holds an inference SVID (the policy denies inference -> training and training -> inference):")
-    refused = _launch([TRAINING, INFERENCE], ca, story.policy)
+    refused = _launch([training[0], inference], story.policy)
     for res in refused:
         story.say(f"  rank {res['rank']} {res['id']}: {'refused: ' + _short(res['refused']) if 'refused' in res else 'KEYED (bug!)'}")
     ok &= all("refused" in r for r in refused)
