@@ -1,6 +1,7 @@
 """Encrypted channel and collectives against plaintext, same run: socket transfer, gloo all_reduce, raw AES-GCM.
 
-1. Ceiling: raw ``AESGCM.encrypt_into`` over 1 MiB pieces, one thread and two threads (GB/s).
+1. Ceiling: raw ``AESGCM.encrypt_into`` over 1 MiB pieces, one thread and two threads (GB/s), and
+   the channel's ``seal``/``open_into`` of the tensor in one process against it.
 2. Socket transfer of 64 MiB tensors between two processes over loopback TCP: plaintext
    ``sendall``/``recv_into`` against ``Channel.send``/``recv_into`` on the same kind of socket
    (target >= 0.8x). Rounds alternate; the ratio is the median of per-round ratios.
@@ -163,12 +164,13 @@ def _rank(rank: int, port: int, source: Any, policy_path: str, queue: Any) -> No
 
 
 def _gloo_race() -> tuple[float, list[float], list[float]]:
+    from ztid.bundle import BundleSet
     from ztid.demo import default_policy_path
     from ztid.devca import DevCA
     from ztid.source import StaticSource
 
     ca = DevCA.create("ai-platform.example")
-    bundles = __import__("ztid.bundle", fromlist=["BundleSet"]).BundleSet([ca.bundle()])
+    bundles = BundleSet([ca.bundle()])
     sources = [StaticSource(ca.issue(f"spiffe://ai-platform.example/training/bench/rank-{r}"), bundles) for r in range(2)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -184,6 +186,28 @@ def _gloo_race() -> tuple[float, list[float], list[float]]:
     return result
 
 
+def _seal_open() -> tuple[float, float]:
+    """In one process, no transport: seal and open_into of the tensor (the channel's crypto path alone)."""
+    import numpy as np
+
+    from ztid.crypto.channel import Channel
+
+    ki, kr = _keys()
+    a, b = Channel(ki), Channel(kr)
+    x = np.random.default_rng(1).standard_normal(NBYTES // 4).astype(np.float32)
+    out = np.empty_like(x)
+    b.open_into(a.seal(x), out)  # warm
+    seal, opened = [], []
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        frame = a.seal(x)
+        t1 = time.perf_counter()
+        b.open_into(frame, out)
+        seal.append(t1 - t0)
+        opened.append(time.perf_counter() - t1)
+    return NBYTES / statistics.median(seal) / 1e9, NBYTES / statistics.median(opened) / 1e9
+
+
 def _ratio(fast: list[float], ref: list[float]) -> float:
     return statistics.median(r / f for f, r in zip(fast, ref))
 
@@ -192,6 +216,10 @@ def main() -> None:
     print(f"tensor {MB} MiB, {ROUNDS} alternating rounds (ZTID_BENCH_CHANNEL_MB / _ROUNDS to change)")
     one, two = _aes_ceiling()
     print(f"raw AES-256-GCM encrypt_into, 1 MiB pieces: 1 thread {one:.2f} GB/s, 2 threads {two:.2f} GB/s (ceiling)")
+
+    seal_gbps, open_gbps = _seal_open()
+    print(f"Channel.seal / open_into of the {MB} MiB tensor, in process (thread pool): {seal_gbps:.2f} / {open_gbps:.2f} GB/s "
+          f"({seal_gbps / two:.2f}x / {open_gbps / two:.2f}x the 2-thread ceiling)")
 
     p, e, pc, ec = _socket_race()
     moved = MSGS * NBYTES
