@@ -102,6 +102,21 @@ def collectives(torch, dist, zd, sg, rank: int, world: int, source, svid, direct
     dist.all_reduce(plain)
     zd.all_reduce(enc)
     out["all_reduce_noncontiguous"] = bool(torch.allclose(plain, enc, atol=1e-5))
+    # a subgroup of ranks 0 and 2 (global ranks differ from group ranks for rank 2)
+    sub = dist.new_group([0, 2])
+    if rank in (0, 2):
+        sub_sg = zd.init_secure(sub, source=source, policy=policy, timeout=20.0, segment_size=1 << 16)
+        t = torch.randn(3001, generator=gen)
+        plain, enc = t.clone(), t.clone()
+        dist.all_reduce(plain, group=sub)
+        zd.all_reduce(enc, group=sub)
+        b_plain, b_enc = t.clone(), t.clone()
+        dist.broadcast(b_plain, src=2, group=sub)  # global ranks, as torch.distributed names them
+        zd.broadcast(b_enc, src=2, group=sub)
+        out["subgroup"] = bool(torch.allclose(plain, enc, atol=1e-5)) and torch.equal(b_plain, b_enc) and sub_sg.world_size == 2
+        zd.close_secure(sub)
+    else:
+        out["subgroup"] = True
     # rekey mid-stream: a rotated SVID (same ID re-issued here) moves every channel to a new epoch
     before = {p: ch.send_epoch for p, ch in sg.channels.items()}
     source.update(svid, source.snapshot().bundles)  # publishes: init_secure subscribed sg.rekey()

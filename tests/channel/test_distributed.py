@@ -76,6 +76,7 @@ def test_three_ranks_encrypted_collectives_match_gloo(tmp_path: Path, pki: Pki) 
         assert res["after_rekey_close"] is True
         assert res["send_epochs_advanced"] is True
         assert res["recv_epoch_advanced"] is True
+        assert res["subgroup"] is True
         assert res["after_rehandshake_close"] is True
         assert res["new_keys"] is True
         assert res["old_group_closed"] is True

@@ -122,18 +122,21 @@ def _check(tensor: Any) -> None:
 
 
 def encrypted_send(tensor: Any, dst: int, *, group: Any = None) -> None:
-    """Send ``tensor`` to group rank ``dst``, encrypted and authenticated (dtype and shape included).
+    """Send ``tensor`` to rank ``dst``, encrypted and authenticated (dtype and shape included).
+
+    Ranks are global ranks, as in ``dist.send`` (translated for ``group``).
 
     Raises:
-        UsageError: no secure group, or ``tensor`` is not a CPU tensor.
+        UsageError: no secure group, ``dst`` not in it, or ``tensor`` is not a CPU tensor.
         ChannelClosed: the channel to ``dst`` failed earlier.
     """
     _check(tensor)
-    _exchange(get_secure_group(group), send=(tensor.contiguous(), dst))
+    sg = get_secure_group(group)
+    _exchange(sg, send=(tensor.contiguous(), sg.group_rank(dst)))
 
 
 def encrypted_recv(tensor: Any, src: int, *, group: Any = None) -> None:
-    """Receive into ``tensor`` from group rank ``src``; dtype and shape must match what was sent.
+    """Receive into ``tensor`` from (global) rank ``src``; dtype and shape must match what was sent.
 
     Raises:
         DecryptionError: the frame did not verify; the channel to ``src`` is closed and ``tensor`` zeroed.
@@ -143,17 +146,21 @@ def encrypted_recv(tensor: Any, src: int, *, group: Any = None) -> None:
     _check(tensor)
     if not tensor.is_contiguous():
         raise UsageError("encrypted_recv needs a contiguous tensor")
-    _exchange(get_secure_group(group), recv=(tensor, src))
+    sg = get_secure_group(group)
+    _exchange(sg, recv=(tensor, sg.group_rank(src)))
 
 
 def broadcast(tensor: Any, src: int, *, group: Any = None) -> None:
     """``dist.broadcast`` with every copy encrypted for its receiver; bitwise equal results.
+
+    ``src`` is a global rank, as in ``dist.broadcast``.
 
     Raises:
         the errors of :func:`encrypted_send` and :func:`encrypted_recv`.
     """
     _check(tensor)
     sg = get_secure_group(group)
+    src = sg.group_rank(src)
     if sg.rank == src:
         data = tensor.contiguous()
         for peer in range(sg.world_size):

@@ -59,6 +59,17 @@ class SecureGroup:
         """The global rank torch.distributed's point-to-point calls want for ``group_rank``."""
         return self._global[group_rank]
 
+    def group_rank(self, global_rank: int) -> int:
+        """This group's rank for ``global_rank`` (torch.distributed's point-to-point calls name global ranks).
+
+        Raises:
+            UsageError: ``global_rank`` is not in the group.
+        """
+        try:
+            return self._global.index(global_rank)
+        except ValueError:
+            raise UsageError(f"rank {global_rank} is not in this group (global ranks {self._global})") from None
+
     def channel(self, peer: int) -> Channel:
         """The channel to ``peer`` (a group rank).
 
