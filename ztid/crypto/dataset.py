@@ -10,6 +10,9 @@
   ``fork()`` never asks, and raises :class:`~ztid.errors.KeyReleaseError`.
 * :class:`SealedDataset` lists a sealed directory and opens its files with one shared lease.
 
+A read of several whole segments is decrypted by ``decrypt_threads`` threads straight into the
+caller's buffer (see :mod:`ztid.crypto.random_access`); it returns only verified plaintext.
+
 Torch is not imported here (see :mod:`ztid.crypto.torch`); gRPC only when a key client is made.
 """
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ztid.crypto._format import DEFAULT_SEGMENT_SIZE
-from ztid.crypto.random_access import RandomAccessDecryptor
+from ztid.crypto.random_access import RandomAccessDecryptor, check_threads
 from ztid.crypto.sealed import SealedHeader, read_header, rewrap_file, seal_file
 from ztid.errors import CryptoError, KeyReleaseError, UsageError
 
@@ -116,8 +119,10 @@ class SealedFile(io.RawIOBase):
     (owner process) or closes and raises :class:`~ztid.errors.KeyReleaseError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], keys: KeyCache, *, dataset: str | None = None, name: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], keys: KeyCache, *, dataset: str | None = None, name: str | None = None,
+                 decrypt_threads: int | None = None) -> None:
         super().__init__()
+        threads = check_threads(decrypt_threads)
         self.path = os.fspath(path)
         self._map = None
         try:
@@ -136,7 +141,8 @@ class SealedFile(io.RawIOBase):
             # someone truncating the file under a reader makes it fault: see docs/threat-model.md.)
             self._map: mmap.mmap | None = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
             self._dec = RandomAccessDecryptor(self._lease.key(), memoryview(self._map), header.associated_data(),
-                                              segment_size=header.segment_size, start=header.length)
+                                              segment_size=header.segment_size, start=header.length,
+                                              threads=threads)
         except BaseException:
             self._release()
             raise
@@ -211,21 +217,22 @@ class SealedFile(io.RawIOBase):
 
 def open(path: str | os.PathLike[str], *, key_client: "KeyClient | None" = None, keyd: str | None = None,  # noqa: A001
          source: "SvidSource | None" = None, server_name: str | None = None, keys: KeyCache | None = None,
-         dataset: str | None = None, name: str | None = None) -> SealedFile:
+         dataset: str | None = None, name: str | None = None, decrypt_threads: int | None = None) -> SealedFile:
     """Open a sealed file for verified, seekable reading with a key from the key service.
 
     Args:
         key_client: a :class:`~ztid.keyd.client.KeyClient`; or ``keyd`` (address) and ``source``.
         keys: a shared :class:`KeyCache` (many files, one lease); overrides the client options.
         dataset, name: refuse unless the authenticated header names this dataset / file.
+        decrypt_threads: threads decrypting one large read (``None``: the CPUs available, at most 4).
 
     Raises:
         KeyReleaseError: the key service refused (the message quotes the policy's reason).
         CryptoError: malformed header or another dataset/file; DecryptionError: tampered.
-        UsageError: the file cannot be opened, or no way to reach the key service was given.
+        UsageError: the file cannot be opened, no way to reach the key service was given, or bad decrypt_threads.
     """
     cache = keys if keys is not None else KeyCache(_client(key_client, keyd, source, server_name))
-    return SealedFile(path, cache, dataset=dataset, name=name)
+    return SealedFile(path, cache, dataset=dataset, name=name, decrypt_threads=decrypt_threads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,15 +258,17 @@ class SealedDataset:
         root: the sealed directory (``*.ztid`` files, any depth).
         dataset: the dataset id every file must carry (default: the first file's).
         key_client / keyd+source / keys: how to get the key (as :func:`open`).
+        decrypt_threads: threads decrypting one large read of a file (as :func:`open`).
 
     Raises:
-        UsageError: the directory holds no sealed file.
+        UsageError: the directory holds no sealed file, or bad decrypt_threads.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, dataset: str | None = None, key_client: "KeyClient | None" = None,
                  keyd: str | None = None, source: "SvidSource | None" = None, server_name: str | None = None,
-                 keys: KeyCache | None = None) -> None:
+                 keys: KeyCache | None = None, decrypt_threads: int | None = None) -> None:
         self.root = Path(root)
+        self.decrypt_threads = check_threads(decrypt_threads)
         paths = sorted(p for p in self.root.rglob(f"*{SUFFIX}") if p.is_file() and not p.is_symlink())
         if not paths:
             raise UsageError(f"no sealed files (*{SUFFIX}) under {os.fspath(self.root)!r}")
@@ -287,7 +296,7 @@ class SealedDataset:
         path = self._paths.get(name)
         if path is None:
             raise UsageError(f"dataset {self.dataset!r} has no file {name!r}")
-        return SealedFile(path, self.keys, dataset=self.dataset, name=name)
+        return SealedFile(path, self.keys, dataset=self.dataset, name=name, decrypt_threads=self.decrypt_threads)
 
     def acquire(self) -> "KeyLease":
         """Fetch (or reuse) the key lease now, e.g. in a DataLoader's parent before it forks workers.
