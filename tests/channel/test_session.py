@@ -64,7 +64,13 @@ def test_channel_over_authorized_mtls(pki, policy, data: str) -> None:
     assert ch.keys.send.key == server_keys.recv.key and ch.keys.recv.key == server_keys.send.key
     assert ch.keys.send.key != ch.keys.recv.key
     assert server_keys.context == b"job-7"
+    # a rotated SVID starts a new epoch on the channel; closing stops following the source
+    before = ch.send_epoch
+    client_src.update(pki.ca.issue(f"spiffe://{TD}/training/job-7/rank-1"), client_src.snapshot().bundles)
+    ch.seal(b"after rotation")
+    assert ch.send_epoch == before + 1
     ch.close()
+    assert ch.on_close == []
 
 
 def test_inference_client_is_refused_before_any_key(pki, policy) -> None:

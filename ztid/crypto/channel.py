@@ -124,6 +124,7 @@ class Channel(StreamMixin):
         self._rx_ring = bytearray()
         self._failure: BaseException | None = None
         self._closed = False
+        self.on_close: list[Callable[[], object]] = []  # e.g. unsubscribe from the SVID source
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -142,8 +143,10 @@ class Channel(StreamMixin):
         self._rekey_wanted = True
 
     def close(self) -> None:
-        """Close the channel (and its socket, if it was given one)."""
+        """Close the channel (and its socket, if it was given one); run the ``on_close`` callbacks once."""
         self._closed = True
+        while self.on_close:
+            self.on_close.pop()()
         if self._sock is not None:
             try:
                 self._sock.close()

@@ -57,7 +57,7 @@ def authorize_both_ways(conn: tls.ZtidSocket, *, source: SvidSource, policy: Any
 
 def over(
     conn: tls.ZtidSocket, *, source: SvidSource, policy: Any, initiator: bool, action: str = "write", data: str = "tcp",
-    context: bytes = b"", handshake_timeout: float = 30.0, **options: Any,
+    context: bytes = b"", handshake_timeout: float = 30.0, rekey_on_rotation: bool = True, **options: Any,
 ) -> Channel:
     """Check the policy both ways, run the handshake on an mTLS socket and return the channel on that connection.
 
@@ -71,6 +71,7 @@ def over(
             to keep them inside TLS.
         context: bytes bound into the keys (the initiator's are used).
         handshake_timeout: seconds the peer gets for the key exchange.
+        rekey_on_rotation: start a new sending epoch whenever the source delivers a new SVID.
         **options: passed to :class:`Channel` (segment_size, rekey_after, ...).
 
     Raises:
@@ -97,7 +98,10 @@ def over(
     except BaseException:
         conn.close()
         raise
-    return Channel(keys, sock=sock, **options)
+    ch = Channel(keys, sock=sock, **options)
+    if rekey_on_rotation:  # a rotated SVID starts a new epoch on this channel (the peer follows)
+        ch.on_close.append(source.subscribe(lambda _snapshot: ch.rekey()))
+    return ch
 
 
 def connect(
