@@ -168,3 +168,54 @@ def test_kek_rotation_and_rewrap_through_the_service(keyd, plain_dir, tmp_path):
     (stale / "train-000.bin.ztid").write_bytes(old)  # a copy made before the rewrap: version 1 is archived
     with pytest.raises(KeyReleaseError, match="key_unavailable"):
         sealed_data.SealedDataset(stale, key_client=k.client(TRAINING)).acquire()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_reads_with_decrypt_threads_verify_and_zero_on_tamper(keyd, plain_dir, tmp_path, threads):
+    k = keyd()
+    _seal(k, plain_dir, tmp_path / "sealed")
+    ds = sealed_data.SealedDataset(tmp_path / "sealed", key_client=k.client(TRAINING), decrypt_threads=threads)
+    plain = (plain_dir / "train-000.bin").read_bytes()
+    buf = bytearray(len(plain))
+    with ds.open("train-000.bin") as f:
+        f.seek(1001)  # partial segments at both ends, ~70 whole ones between, split across the threads
+        assert f.readinto(memoryview(buf)[: len(plain) - 2002]) == len(plain) - 2002
+        assert buf[: len(plain) - 2002] == plain[1001:-1001]
+    path = tmp_path / "sealed" / "train-000.bin.ztid"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4] ^= 1  # in the first half of the read: the pool thread's share when threads=2
+    path.write_bytes(bytes(data))
+    buf[:] = b"\xa5" * len(buf)
+    with ds.open("train-000.bin") as f, pytest.raises(DecryptionError):
+        f.readinto(buf)
+    assert buf == bytes(len(buf))  # nothing of the range survives, not even the segments that verified
+
+
+def test_forked_child_reads_with_its_own_decrypt_threads(keyd, plain_dir, tmp_path):
+    from ztid.crypto import random_access
+
+    k = keyd()
+    _seal(k, plain_dir, tmp_path / "sealed")
+    ds = sealed_data.SealedDataset(tmp_path / "sealed", key_client=k.client(TRAINING), decrypt_threads=2)
+    expected = (plain_dir / "train-000.bin").read_bytes()
+    assert ds.open("train-000.bin").read() == expected  # the parent's pool has started
+    assert random_access._pool is not None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        code = 1
+        try:
+            code = 0 if ds.open("train-000.bin").read() == expected and random_access._pool is not None else 2
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(0)
+    os.close(w)
+    import select
+
+    ready, _, _ = select.select([r], [], [], 30)
+    result = os.read(r, 1) if ready else b"hung"
+    if not ready:
+        os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert result == b"\0", result
