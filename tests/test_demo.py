@@ -28,3 +28,6 @@ def test_demo_runs_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
     assert "xfcc_untrusted" in out and "peer_certificate_invalid" in out
     assert 'ztid_authz_decisions_total{decision="allow",reason_code="allowed"} 2.0' in out
     assert "->  clean: 5 decisions" in out and "->  detected: line" in out
+    # Chapters 4-6 (each also has its own test beside its area): sealed data, collectives, supply chain.
+    assert "refused: explicit_deny" in out and "weights identical on both ranks after 4 steps: yes" in out
+    assert "signed by inference   refuse" in out

@@ -1,8 +1,10 @@
 """``ztid demo``: one story about an ML platform, told on the embedded dev trust domain.
 
-Each chapter is a module (``v1_identity`` today; later chapters add the wire, the mesh, sealed
-datasets…). A chapter takes the shared :class:`Story` and prints what happens; nothing needs
-SPIRE, Envoy or a network beyond this machine.
+Chapters, each a module taking the shared :class:`Story`: ``v1_identity`` (SVIDs and decisions),
+``v2_wire`` (dev agents, mTLS sockets and gRPC, rotation), ``v3_mesh`` (the Envoy ext_authz
+sidecar and its decision log), ``v4_sealed_data`` (keys released only to allowed SVIDs),
+``v5_collectives`` (encrypted torch.distributed all_reduce), ``v6_supply_chain`` (signed models,
+cluster audit). Nothing needs SPIRE, Envoy or a network beyond this machine.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def run(*, policy_path: str | Path | None = None, workdir: str | Path | None = N
     Raises:
         PolicyError: the policy file is broken.
     """
-    from ztid.demo import v1_identity, v2_wire, v3_mesh, v4_sealed_data, v6_supply_chain
+    from ztid.demo import v1_identity, v2_wire, v3_mesh, v4_sealed_data, v5_collectives, v6_supply_chain
 
     stream = out or sys.stdout
     path = Path(policy_path or default_policy_path())
@@ -67,7 +69,7 @@ def run(*, policy_path: str | Path | None = None, workdir: str | Path | None = N
         story = Story(Path(workdir) if workdir else Path(tmp), policy, stream, policy_path=path)
         story.workdir.mkdir(parents=True, exist_ok=True)
         ok = True
-        for chapter in (v1_identity, v2_wire, v3_mesh, v4_sealed_data, v6_supply_chain):
+        for chapter in (v1_identity, v2_wire, v3_mesh, v4_sealed_data, v5_collectives, v6_supply_chain):
             ok &= chapter.run(story)
     stream.write("\nDemo " + ("finished: every decision matched the policy.\n" if ok else "FAILED: see above.\n"))
     return 0 if ok else 1
