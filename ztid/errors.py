@@ -17,7 +17,10 @@
     │   ├── KeyringError               key material unusable: bad length, unknown key id, loose permissions
     │   ├── KeyReleaseError            the key service refused or could not release a key
     │   ├── SealedFormatError          a sealed file's header is malformed (names the field)
+    │   ├── ChannelClosed              an encrypted channel was closed or failed earlier; nothing more passes
     │   └── DecryptionError            always "decryption failed", whatever the cause (as Tink does)
+    │       ├── FrameOrderError        a channel frame was replayed, reordered, dropped or from an unknown epoch
+    │       └── TruncatedError         a channel stream ended inside a frame
     ├── SigningError                   an artifact signature is missing, invalid, or its signer is not allowed
     └── AuditError                     a decision log or audit input is malformed or has been tampered with
 
@@ -36,9 +39,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AuditError",
     "BundleError",
+    "ChannelClosed",
     "ConfigError",
     "CryptoError",
     "DecryptionError",
+    "FrameOrderError",
     "IdentityError",
     "KeyReleaseError",
     "KeyringError",
@@ -49,6 +54,7 @@ __all__ = [
     "SourceError",
     "SvidError",
     "TransportError",
+    "TruncatedError",
     "UsageError",
     "VerificationError",
     "ZtidError",
@@ -169,6 +175,24 @@ class DecryptionError(CryptoError):
 
     def __init__(self, message: str = "decryption failed") -> None:
         super().__init__(message)
+
+
+class ChannelClosed(CryptoError):
+    """The channel was closed, or failed earlier (``__cause__`` is the failure); nothing more passes."""
+
+
+class FrameOrderError(DecryptionError):
+    """A channel frame arrived out of order: replayed, reordered, dropped, or from an unknown epoch."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"decryption failed: {detail}")
+
+
+class TruncatedError(DecryptionError):
+    """A channel stream ended inside a frame."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"decryption failed: {detail}")
 
 
 class SigningError(ZtidError):
