@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
+	@# The sidecar bench drives gRPC with h2load (Debian's nghttp2-client) when it can; else a Python client.
+	@command -v h2load >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1)); } || \
+	  echo "h2load not available: the sidecar bench falls back to its Python load generator"
 	$(BIN)/python -m bench
 
 proto: $(STAMP)
