@@ -5,6 +5,13 @@ with counter nonces and preallocated buffers (the floor any segmented format pay
 ``stream.encrypt_into``/``decrypt_into`` into preallocated buffers (targets: >= 0.9x the reference
 on one core; two threads >= 1.8x it), plus the allocating one-shot calls and the file-object
 reader/writer, which pay for fresh memory and copies and are shown for information.
+
+Two-thread figures come two ways: one stream split across the thread pool (``threads=2``) and
+two streams, one per thread. Every case runs once per round, rounds interleaved, so load from
+other processes hits all alike; ratios are per round (median and best). Process CPU time per
+case gives GB per CPU-second, which other processes' load does not change: a 2-thread case
+that keeps its GB per CPU-second reaches 2x wall-clock whenever a second core is free.
+``ZTID_BENCH_STREAM_ROUNDS`` sets the rounds (default 9).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from ztid.crypto.random_access import RandomAccessDecryptor
 
 TOTAL = 256 << 20
 SEGMENT = 1 << 20
-REPEATS = 9
+REPEATS = int(os.environ.get("ZTID_BENCH_STREAM_ROUNDS", "9"))
 
 
 def _best(fn: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -58,6 +65,11 @@ _CPU: dict[str, list[float]] = {}  # process CPU seconds per round, by name (loa
 def _ratio(times: dict[str, list[float]], fast: str, ref: str, work: float = 1.0) -> float:
     """Median over rounds of throughput(fast) / throughput(ref), ``work`` = bytes(fast) / bytes(ref)."""
     return statistics.median(work * r / f for f, r in zip(times[fast], times[ref]))
+
+
+def _best_ratio(times: dict[str, list[float]], fast: str, ref: str) -> float:
+    """Best round's throughput(fast) / throughput(ref) (the same round for both)."""
+    return max(r / f for f, r in zip(times[fast], times[ref]))
 
 
 def _gbps(nbytes: int, seconds: float) -> float:
@@ -159,6 +171,9 @@ def main(total: int = TOTAL, segment: int = SEGMENT) -> dict[str, float]:
         ztid_encrypt_into=lambda: stream.encrypt_into(key, pt, ad, ciphertext, segment_size=segment),
         raw_decrypt=raw_decrypt,
         ztid_decrypt_into=lambda: stream.decrypt_into(key, ciphertext, ad, decrypted, segment_size=segment),
+        ztid_encrypt_into_threads2=lambda: stream.encrypt_into(key, pt, ad, ciphertext, segment_size=segment, threads=2),
+        ztid_decrypt_into_threads2=lambda: stream.decrypt_into(key, ciphertext, ad, decrypted, segment_size=segment,
+                                                               threads=2),
         raw_encrypt_2threads=lambda: two_threads(raw_half),
         ztid_encrypt_2threads=lambda: two_threads(
             lambda w: stream.encrypt_into(key, pt[w * half : (w + 1) * half], ad, outs[w], segment_size=segment)
@@ -200,33 +215,42 @@ def main(total: int = TOTAL, segment: int = SEGMENT) -> dict[str, float]:
             pass
 
     results["ztid_reader_from_BytesIO"] = _gbps(total, _best(read_stream))
-    ra = RandomAccessDecryptor(key, ciphertext, ad, segment_size=segment)
+    ra = RandomAccessDecryptor(key, ciphertext, ad, segment_size=segment, threads=1)
     results["ztid_random_access_full"] = _gbps(total, _best(lambda: ra.readinto_at(decrypted, 0)))
+    ra2 = RandomAccessDecryptor(key, ciphertext, ad, segment_size=segment, threads=2)
+    results["ztid_random_access_full_threads2"] = _gbps(total, _best(lambda: ra2.readinto_at(decrypted, 0)))
 
     ref_enc, ref_dec = results["raw_encrypt"], results["raw_decrypt"]
     print(f"plaintext {total >> 20} MiB, segment {segment} bytes, {REPEATS} interleaved rounds, "
-          f"{os.cpu_count()} cpus; GB/s = best round, ratios = median of per-round ratios")
+          f"{len(os.sched_getaffinity(0))} cpus, load average {os.getloadavg()[0]:.2f}; GB/s = best round")
     for name, value in results.items():
         ref = ref_dec if "decrypt" in name or "reader" in name or "random" in name else ref_enc
-        print(f"  {name:30s} {value:6.2f} GB/s   {value / ref:5.2f}x raw 1-core (best/best)")
-    ratios = {
-        "encrypt_1core": _ratio(times, "ztid_encrypt_into", "raw_encrypt"),
-        "decrypt_1core": _ratio(times, "ztid_decrypt_into", "raw_decrypt"),
-        "encrypt_2threads": _ratio(times, "ztid_encrypt_2threads", "raw_encrypt"),
-        "decrypt_2threads": _ratio(times, "ztid_decrypt_2threads", "raw_decrypt"),
-        "raw_2threads": _ratio(times, "raw_encrypt_2threads", "raw_encrypt"),
-        "encrypt_2threads_cached": _ratio(times, "ztid_encrypt_2threads_cached", "raw_encrypt_cached"),
+        print(f"  {name:32s} {value:6.2f} GB/s   {value / ref:5.2f}x raw 1-core (best/best)")
+    pairs = {
+        "encrypt_1core": ("ztid_encrypt_into", "raw_encrypt"),
+        "decrypt_1core": ("ztid_decrypt_into", "raw_decrypt"),
+        "encrypt_threads2": ("ztid_encrypt_into_threads2", "raw_encrypt"),
+        "decrypt_threads2": ("ztid_decrypt_into_threads2", "raw_decrypt"),
+        "encrypt_2streams": ("ztid_encrypt_2threads", "raw_encrypt"),
+        "decrypt_2streams": ("ztid_decrypt_2threads", "raw_decrypt"),
+        "raw_2threads": ("raw_encrypt_2threads", "raw_encrypt"),
+        "encrypt_threads2_vs_raw_2threads": ("ztid_encrypt_into_threads2", "raw_encrypt_2threads"),
+        "encrypt_2streams_cached": ("ztid_encrypt_2threads_cached", "raw_encrypt_cached"),
     }
-    print(f"  ztid vs raw AES-GCM, 1 core (target >= 0.90): encrypt {ratios['encrypt_1core']:.2f}x, "
-          f"decrypt {ratios['decrypt_1core']:.2f}x")
-    print(f"  ztid 2 threads vs raw 1 core, 256 MiB buffers (target >= 1.80): encrypt "
-          f"{ratios['encrypt_2threads']:.2f}x, decrypt {ratios['decrypt_2threads']:.2f}x; "
-          f"raw AES-GCM with 2 threads on the same buffers: {ratios['raw_2threads']:.2f}x (the DRAM ceiling)")
-    print(f"  ztid 2 threads vs raw 1 core, cache-resident 4 MiB messages (target >= 1.80): "
-          f"{ratios['encrypt_2threads_cached']:.2f}x")
-    cpu_gbps = {name: _gbps(cached_bytes if "cached" in name else total, min(t)) for name, t in _CPU.items()}
-    print("  GB per CPU-second (process CPU time; immune to other processes' load; 2 threads scale by wall")
-    print("  clock only when a second core is free): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_gbps.items()))
+    ratios = {k: _ratio(times, f, r) for k, (f, r) in pairs.items()}
+    best = {k: _best_ratio(times, f, r) for k, (f, r) in pairs.items()}
+    print("  ratios against raw AES-GCM on 1 core, per round: median (best)")
+    for k in pairs:
+        target = 0.9 if "1core" in k or "vs_raw" in k else 1.8 if k != "raw_2threads" else None
+        verdict = "" if target is None else f"  target >= {target:.2f}: {'ok' if ratios[k] >= target else 'below'}"
+        note = "  (the ceiling: raw AES-GCM itself on 2 threads)" if target is None else ""
+        print(f"    {k:32s} {ratios[k]:5.2f}x ({best[k]:5.2f}x){verdict}{note}")
+    cpu_gbps = {name: (cached_bytes if "cached" in name else total) / statistics.median(t) / 1e9 for name, t in _CPU.items()}
+    print("  GB per CPU-second, median round (process CPU time: other processes' load does not change it)")
+    for name, v in cpu_gbps.items():
+        print(f"    {name:32s} {v:6.2f}")
+    print("  a 2-thread case at ~the raw 1-core GB per CPU-second loses nothing to threading: its wall-clock")
+    print("  ratio reaches 2x to the extent a second core is free of other processes during the round")
     results.update({f"ratio_{k}": v for k, v in ratios.items()})
     results.update({f"cpu_{k}": v for k, v in cpu_gbps.items()})
     sys.stdout.flush()

@@ -167,3 +167,27 @@ def test_close_zeroes_and_returns_the_cached_segment(key):
     assert scratch is not None and any(scratch)
     dec.close()
     assert scratch == bytes(len(scratch))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(0, 5000), segment=st.sampled_from([57, 100, 256]), enc=st.integers(1, 4), dec=st.integers(1, 4))
+def test_stream_one_shot_calls_give_the_same_bytes_with_any_thread_count(key, size, segment, enc, dec):
+    plain = os.urandom(size)
+    ct = bytearray(stream.ciphertext_size(size, segment_size=segment))
+    assert stream.encrypt_into(key, plain, AD, ct, segment_size=segment, threads=enc) == len(ct)
+    assert stream.decrypt(key, ct, AD, segment_size=segment) == plain  # the single-threaded path agrees
+    out = bytearray(size)
+    assert stream.decrypt_into(key, ct, AD, out, segment_size=segment, threads=dec) == size
+    assert out == plain
+
+
+def test_stream_decrypt_into_zeroes_everything_when_one_run_fails(key):
+    plain, ct = _stream(key, 40 * SEG)
+    bad = bytearray(ct)
+    bad[3 * SEG + 10] ^= 1  # segment 3: in the first of two runs (the one offered to the pool)
+    out = bytearray(b"\xa5" * len(plain))
+    with pytest.raises(DecryptionError):
+        stream.decrypt_into(key, bad, AD, out, segment_size=SEG, threads=2)
+    assert out == bytes(len(out))
+    with pytest.raises(UsageError, match="threads"):
+        stream.decrypt_into(key, ct, AD, out, segment_size=SEG, threads=0)

@@ -41,6 +41,7 @@ from ztid.crypto._format import (
     parse_header,
 )
 from ztid.crypto._stream_io import StreamReader, StreamWriter, open_reader, open_writer
+from ztid.crypto.random_access import check_threads, run_parts, zero
 from ztid.errors import DecryptionError, UsageError
 
 __all__ = [
@@ -77,17 +78,28 @@ def plaintext_size(ciphertext_size: int, *, segment_size: int = DEFAULT_SEGMENT_
     return Layout.of(segment_size).plaintext_size(ciphertext_size)
 
 
-def _seal_all(cipher: SegmentCipher, layout: Layout, header: bytes, pt: memoryview, out: memoryview) -> int:
+def _split(count: int, threads: int) -> list[range]:
+    """``range(count)`` cut into at most ``threads`` contiguous runs of at least 2 segments each."""
+    n = max(1, min(threads, count // 2))
+    return [range(count * k // n, count * (k + 1) // n) for k in range(n)]
+
+
+def _seal_all(cipher: SegmentCipher, layout: Layout, header: bytes, pt: memoryview, out: memoryview,
+              threads: int = 1) -> int:
     count = layout.segments_for(len(pt))
     total = HEADER_SIZE + len(pt) + TAG_SIZE * count
     if len(out) < total:
         raise UsageError(f"output buffer holds {len(out)} bytes; the ciphertext needs {total}")
     out[:HEADER_SIZE] = header
-    for index in range(count):
-        start = layout.plaintext_start(index)
-        end = min(len(pt), start + (layout.first_capacity if index == 0 else layout.capacity))
-        at = layout.ciphertext_start(index)
-        cipher.seal_into(index, index == count - 1, pt[start:end], out[at : at + end - start + TAG_SIZE])
+
+    def seal(indices: range) -> None:
+        for index in indices:
+            start = layout.plaintext_start(index)
+            end = min(len(pt), start + (layout.first_capacity if index == 0 else layout.capacity))
+            at = layout.ciphertext_start(index)
+            cipher.seal_into(index, index == count - 1, pt[start:end], out[at : at + end - start + TAG_SIZE])
+
+    run_parts([lambda r=r: seal(r) for r in _split(count, threads)])
     return total
 
 
@@ -106,21 +118,26 @@ def _encrypt_with(
 
 
 def encrypt_into(
-    key: Any, plaintext: Any, associated_data: Any, out: Any, *, segment_size: int = DEFAULT_SEGMENT_SIZE
+    key: Any, plaintext: Any, associated_data: Any, out: Any, *, segment_size: int = DEFAULT_SEGMENT_SIZE,
+    threads: int | None = 1,
 ) -> int:
     """Encrypt ``plaintext`` into the caller's buffer ``out``; return the bytes written.
 
     ``out`` must hold :func:`ciphertext_size` bytes and must not overlap ``plaintext``. This is the
-    copy-free path for bulk data: reuse ``out`` across calls.
+    copy-free path for bulk data: reuse ``out`` across calls. ``threads`` > 1 seals contiguous runs
+    of segments in a per-process thread pool (``None``: the CPUs available, at most 4); the
+    bytes are the same for any value.
 
     Raises:
         KeyringError: the key is shorter than 32 bytes.
-        UsageError: bad segment size, ``out`` too small, or too many segments.
+        UsageError: bad segment size, ``out`` too small, too many segments, or bad threads.
     """
+    threads = check_threads(threads)
     layout = Layout.of(segment_size)
     salt, prefix = os.urandom(KEY_SIZE), os.urandom(NONCE_PREFIX_SIZE)
     cipher = SegmentCipher(check_key(key), salt, prefix, ad_bytes(associated_data))
-    return _seal_all(cipher, layout, build_header(salt, prefix), as_view(plaintext, "plaintext"), as_view(out, "out"))
+    return _seal_all(cipher, layout, build_header(salt, prefix), as_view(plaintext, "plaintext"), as_view(out, "out"),
+                     threads)
 
 
 def encrypt(key: Any, plaintext: Any, associated_data: Any, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> bytes:
@@ -137,17 +154,21 @@ def encrypt(key: Any, plaintext: Any, associated_data: Any, *, segment_size: int
 
 
 def decrypt_into(
-    key: Any, ciphertext: Any, associated_data: Any, out: Any, *, segment_size: int = DEFAULT_SEGMENT_SIZE
+    key: Any, ciphertext: Any, associated_data: Any, out: Any, *, segment_size: int = DEFAULT_SEGMENT_SIZE,
+    threads: int | None = 1,
 ) -> int:
     """Decrypt a whole stream into the caller's buffer ``out``; return the plaintext size.
 
-    On failure the written part of ``out`` is zeroed before the error is raised.
+    On failure the plaintext part of ``out`` is zeroed before the error is raised. ``threads`` > 1
+    decrypts contiguous runs of segments in a per-process thread pool (``None``: the CPUs
+    available, at most 4); the call returns only once every run has finished and verified.
 
     Raises:
         DecryptionError: anything about the stream, key or associated data is wrong.
         KeyringError: the key is shorter than 32 bytes.
-        UsageError: bad segment size, or ``out`` smaller than :func:`plaintext_size`.
+        UsageError: bad segment size, bad threads, or ``out`` smaller than :func:`plaintext_size`.
     """
+    threads = check_threads(threads)
     key_bytes, layout = check_key(key), Layout.of(segment_size)
     ct = as_view(ciphertext, "ciphertext")
     count = layout.segments_in(len(ct))
@@ -157,14 +178,18 @@ def decrypt_into(
         raise UsageError(f"output buffer holds {len(dst)} bytes; the plaintext needs {size}")
     salt, prefix = parse_header(ct[:HEADER_SIZE])
     cipher = SegmentCipher(key_bytes, salt, prefix, ad_bytes(associated_data))
-    try:
-        for index in range(count):
+
+    def open_run(indices: range) -> None:
+        for index in indices:
             start = layout.ciphertext_start(index)
             end = min(len(ct), (index + 1) * layout.segment_size)
             at = layout.plaintext_start(index)
             cipher.open_into(index, index == count - 1, ct[start:end], dst[at : at + end - start - TAG_SIZE])
-    except DecryptionError:
-        dst[:size] = bytes(size)
+
+    try:
+        run_parts([lambda r=r: open_run(r) for r in _split(count, threads)])
+    except BaseException:
+        zero(dst[:size])
         raise
     return size
 
