@@ -241,7 +241,7 @@ def test_tls12_resumed_session_is_reauthorized(pki, policy, serve, tmp):
 
 def test_unix_socket(pki, policy, serve, short_tmp):
     path = str(short_tmp / "ds.sock")
-    server = serve(pki.source("/data-store/main"), policy, address=path)
+    serve(pki.source("/data-store/main"), policy, address=path)
     with tls.connect(path, source=pki.source("/training/job-7"), policy=policy, expect="data-store") as conn:
         conn.sendall(b"unix")
         assert conn.recv(10) == b"UNIX"

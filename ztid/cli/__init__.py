@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ztid.cli._common import EXIT_USAGE, CliExit, fail_usage
+from ztid.cli._common import EXIT_USAGE, CliExit
 
 __all__ = ["main"]
 
