@@ -191,3 +191,26 @@ def test_stream_decrypt_into_zeroes_everything_when_one_run_fails(key):
     assert out == bytes(len(out))
     with pytest.raises(UsageError, match="threads"):
         stream.decrypt_into(key, ct, AD, out, segment_size=SEG, threads=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_whole_reads_return_bytes_filled_in_place(key, threads):
+    plain, ct = _stream(key, 30 * SEG + 7)
+    dec = RandomAccessDecryptor(key, ct, AD, segment_size=SEG, threads=threads)
+    for offset, length in ((0, len(plain)), (5, 10 * SEG), (len(plain) - 3, 100), (len(plain), 10)):
+        got = dec.read_range(offset, length)
+        assert type(got) is bytes and got == plain[offset : offset + length]
+    reader = dec.reader()
+    reader.seek(SEG + 1)
+    got = reader.readall()
+    assert type(got) is bytes and got == plain[SEG + 1 :]
+    assert random_access.filled_bytes(10, lambda view: 4) == bytes(4)  # a short fill is cut to its length
+
+
+def test_a_failed_whole_read_raises_and_hands_out_nothing(key):
+    _, ct = _stream(key, 30 * SEG)
+    bad = bytearray(ct)
+    bad[20 * SEG + 3] ^= 1
+    dec = RandomAccessDecryptor(key, bytes(bad), AD, segment_size=SEG, threads=2)
+    with pytest.raises(DecryptionError):
+        dec.read_range(0, 30 * SEG)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ztid.crypto._format import DEFAULT_SEGMENT_SIZE
-from ztid.crypto.random_access import RandomAccessDecryptor, check_threads
+from ztid.crypto.random_access import RandomAccessDecryptor, check_threads, filled_bytes
 from ztid.crypto.sealed import SealedHeader, read_header, rewrap_file, seal_file
 from ztid.errors import CryptoError, KeyReleaseError, UsageError
 
@@ -192,9 +192,7 @@ class SealedFile(io.RawIOBase):
         return n
 
     def readall(self) -> bytes:
-        out = bytearray(max(0, self.size - self._pos))
-        n = self.readinto(out) if out else 0
-        return bytes(out[:n])
+        return filled_bytes(max(0, self.size - self._pos), lambda view: self.readinto(view) if len(view) else 0)
 
     def _release(self) -> None:
         dec = self.__dict__.pop("_dec", None)
