@@ -41,7 +41,7 @@ from ztid.crypto._format import (
     parse_header,
 )
 from ztid.crypto._stream_io import StreamReader, StreamWriter, open_reader, open_writer
-from ztid.crypto.random_access import check_threads, run_parts, zero
+from ztid.crypto.random_access import check_threads, filled_bytes, run_parts, zero
 from ztid.errors import DecryptionError, UsageError
 
 __all__ = [
@@ -148,9 +148,8 @@ def encrypt(key: Any, plaintext: Any, associated_data: Any, *, segment_size: int
         UsageError: bad segment size or too many segments.
     """
     pt = as_view(plaintext, "plaintext")
-    out = bytearray(ciphertext_size(len(pt), segment_size=segment_size))
-    encrypt_into(key, pt, associated_data, out, segment_size=segment_size)
-    return bytes(out)
+    return filled_bytes(ciphertext_size(len(pt), segment_size=segment_size),
+                        lambda out: encrypt_into(key, pt, associated_data, out, segment_size=segment_size))
 
 
 def decrypt_into(
@@ -204,6 +203,5 @@ def decrypt(key: Any, ciphertext: Any, associated_data: Any, *, segment_size: in
     """
     check_key(key)
     ct = as_view(ciphertext, "ciphertext")
-    out = bytearray(Layout.of(segment_size).plaintext_size(len(ct)))
-    decrypt_into(key, ct, associated_data, out, segment_size=segment_size)
-    return bytes(out)
+    return filled_bytes(Layout.of(segment_size).plaintext_size(len(ct)),
+                        lambda out: decrypt_into(key, ct, associated_data, out, segment_size=segment_size))
