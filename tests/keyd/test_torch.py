@@ -116,3 +116,18 @@ def test_workers_stop_when_the_lease_ends_and_the_next_epoch_asks_again(sealed):
         time.sleep(0.05)
     with pytest.raises(KeyReleaseError, match="no_matching_rule"):
         list(SealedDataLoader(ds2, batch_size=None, num_workers=2))
+
+
+def test_fork_workers_after_the_parent_pool_started_read_with_their_share_of_threads(sealed, plain_dir):
+    from ztid.crypto.random_access import default_threads
+    from ztid.crypto.torch import SealedDataLoader, SealedIterableDataset
+
+    k, root = sealed()
+    inner = sealed_data.SealedDataset(root, key_client=k.client(TRAINING), decrypt_threads=2)
+    assert inner.open("train-000.bin").readall() == (plain_dir / "train-000.bin").read_bytes()  # parent pool runs
+    ds = SealedIterableDataset(inner, samples=lambda name, f: [(name, f._dec.threads, f.readall())])
+    got = {name: (threads, data) for name, threads, data in SealedDataLoader(ds, batch_size=None, num_workers=2)}
+    assert sorted(got) == ["train-000.bin", "train-001.bin", "val/val-000.bin"]
+    for name, (threads, data) in got.items():
+        assert data == (plain_dir / name).read_bytes()
+        assert threads == max(1, min(2, default_threads() // 2))

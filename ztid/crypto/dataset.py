@@ -285,16 +285,20 @@ class SealedDataset:
         for name in self.names:
             yield SealedEntry(name, self._paths[name], self)
 
-    def open(self, name: str) -> SealedFile:
+    def open(self, name: str, *, decrypt_threads: int | None = None) -> SealedFile:
         """Open file ``name``; its header must name this dataset and this file.
 
+        Args:
+            decrypt_threads: for this file (default: the dataset's ``decrypt_threads``).
+
         Raises:
-            UsageError: no such file; KeyReleaseError, CryptoError: as :func:`open`.
+            UsageError: no such file, or bad decrypt_threads; KeyReleaseError, CryptoError: as :func:`open`.
         """
         path = self._paths.get(name)
         if path is None:
             raise UsageError(f"dataset {self.dataset!r} has no file {name!r}")
-        return SealedFile(path, self.keys, dataset=self.dataset, name=name, decrypt_threads=self.decrypt_threads)
+        threads = self.decrypt_threads if decrypt_threads is None else decrypt_threads
+        return SealedFile(path, self.keys, dataset=self.dataset, name=name, decrypt_threads=threads)
 
     def acquire(self) -> "KeyLease":
         """Fetch (or reuse) the key lease now, e.g. in a DataLoader's parent before it forks workers.

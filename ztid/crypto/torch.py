@@ -22,6 +22,7 @@ from typing import Any
 import torch.utils.data as tud
 
 from ztid.crypto.dataset import SealedDataset, SealedFile
+from ztid.crypto.random_access import default_threads
 from ztid.errors import UsageError
 
 __all__ = ["SealedDataLoader", "SealedIterableDataset", "SealedMapDataset"]
@@ -41,6 +42,15 @@ class _Holder:
             return
         if self.lease.remaining() < self.renew_below:
             self.lease = self.sealed.renew()
+
+
+def _open(sealed: SealedDataset, name: str) -> SealedFile:
+    """Open in a DataLoader worker with its share of the CPUs as decrypt threads (workers already
+    run in parallel; more threads than CPUs only contend), else with the dataset's setting."""
+    info = tud.get_worker_info()
+    if info is None:
+        return sealed.open(name)
+    return sealed.open(name, decrypt_threads=max(1, min(sealed.decrypt_threads, default_threads() // info.num_workers)))
 
 
 class SealedMapDataset(tud.Dataset):
@@ -72,7 +82,7 @@ class SealedMapDataset(tud.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         name = self._h.sealed.names[index]
-        with self._h.sealed.open(name) as f:
+        with _open(self._h.sealed, name) as f:
             data = f.readall()
         return data if self._transform is None else self._transform(name, data)
 
@@ -108,7 +118,7 @@ class SealedIterableDataset(tud.IterableDataset):
         if info is not None:
             names = names[info.id :: info.num_workers]
         for name in names:
-            with self._h.sealed.open(name) as f:
+            with _open(self._h.sealed, name) as f:
                 if self._samples is None:
                     yield (name, f.readall())
                 else:
