@@ -214,3 +214,27 @@ def test_a_failed_whole_read_raises_and_hands_out_nothing(key):
     dec = RandomAccessDecryptor(key, bytes(bad), AD, segment_size=SEG, threads=2)
     with pytest.raises(DecryptionError):
         dec.read_range(0, 30 * SEG)
+
+
+def test_an_interrupt_while_waiting_still_waits_for_the_pool_part():
+    import signal
+
+    started, finished = threading.Event(), []
+
+    def slow() -> None:
+        started.set()
+        time.sleep(0.4)
+        finished.append("slow")
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            run_parts([slow, lambda: started.wait(10)])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert finished == ["slow"]  # the interrupt surfaced only once the part writing into the buffer was done

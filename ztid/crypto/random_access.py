@@ -102,10 +102,18 @@ def run_parts(parts: Sequence[Callable[[], object]]) -> None:
             if fut is None or fut.cancel():
                 if error is None:
                     part()
-            else:
-                fut.result()
+                continue
         except BaseException as exc:  # noqa: BLE001
             error = error or exc
+            continue
+        while True:  # even a KeyboardInterrupt waits: the part is writing into the caller's buffer
+            try:
+                fut.result()
+                break
+            except BaseException as exc:  # noqa: BLE001
+                error = error or exc
+                if fut.done():
+                    break
     if error is not None:
         raise error
 
