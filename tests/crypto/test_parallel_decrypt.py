@@ -9,7 +9,8 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ztid.crypto import random_access, stream
 from ztid.crypto.random_access import RandomAccessDecryptor, run_parts

@@ -42,7 +42,7 @@ from ztid.crypto._format import (
 )
 from ztid.crypto._stream_io import StreamReader, StreamWriter, open_reader, open_writer
 from ztid.crypto.random_access import check_threads, filled_bytes, run_parts, zero
-from ztid.errors import DecryptionError, UsageError
+from ztid.errors import UsageError
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
