@@ -239,3 +239,13 @@ def test_an_interrupt_while_waiting_still_waits_for_the_pool_part():
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert finished == ["slow"]  # the interrupt surfaced only once the part writing into the buffer was done
+
+
+def test_no_thread_holds_the_callers_buffer_after_a_read_returns(key):
+    plain, ct = _stream(key, 40 * SEG)
+    for _ in range(200):  # the pool's work item may outlive the call by a moment: it must hold nothing
+        dec = RandomAccessDecryptor(key, ct, AD, segment_size=SEG, threads=4)
+        buf = bytearray(30 * SEG)
+        dec.readinto_at(buf, 0)
+        buf.extend(b"x")  # BufferError if any view of buf were still alive
+        assert buf[:-1] == plain[: 30 * SEG]

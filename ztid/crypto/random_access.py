@@ -79,6 +79,22 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+class _Part:
+    """A part handed to the pool that lets go of its closure (the caller's buffer, the decryptor)
+    once run or skipped: the pool's work item may outlive the call by a moment, and a view it
+    still held would make the caller's ``bytearray`` refuse a resize or an mmap refuse to close."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn: Callable[[], object] | None = fn
+
+    def __call__(self) -> None:
+        fn, self.fn = self.fn, None
+        if fn is not None:
+            fn()
+
+
 def run_parts(parts: Sequence[Callable[[], object]]) -> None:
     """Run every part and return when all have finished: the last in the caller, the others in the pool.
 
@@ -86,8 +102,9 @@ def run_parts(parts: Sequence[Callable[[], object]]) -> None:
     The first exception is re-raised only after every started part has finished, so no part can
     still be writing when the caller reacts (e.g. zeroes its buffer).
     """
-    futures: list[Future[object] | None] = []
-    for part in parts[:-1]:
+    pooled = [_Part(part) for part in parts[:-1]]
+    futures: list[Future[None] | None] = []
+    for part in pooled:
         try:
             futures.append(_executor().submit(part))
         except RuntimeError:  # the interpreter is shutting down: no new threads
@@ -97,11 +114,12 @@ def run_parts(parts: Sequence[Callable[[], object]]) -> None:
         parts[-1]()
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others finished
         error = exc
-    for part, fut in zip(parts, futures):
+    for part, fut in zip(pooled, futures):
         try:
             if fut is None or fut.cancel():
                 if error is None:
                     part()
+                part.fn = None
                 continue
         except BaseException as exc:  # noqa: BLE001
             error = error or exc
