@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ class ExtAuthz:
         self.config = config if config is not None else ExtAuthzConfig()
         self._log = log
         # Hot-path caches, each bounded and dropped whenever the object it derives from changes.
-        self._cache: dict[str, tuple[SpiffeId, datetime, datetime]] = {}  # certificate -> verified ID, validity
+        self._cache: dict[str, tuple[SpiffeId, float, float]] = {}  # certificate -> verified ID, validity (epoch s)
         self._cache_owner: Any = None  # the BundleSet the certificate cache was filled from
         self._ids: dict[str, SpiffeId] = {}  # principal text -> parsed ID
         self._dests: dict[str, tuple[SpiffeId | None, str | None]] = {}  # destination -> (ID, tenant)
@@ -326,10 +327,11 @@ class ExtAuthz:
         bundles = self._bundles()
         if bundles is not self._cache_owner:
             self._cache, self._cache_owner = {}, bundles
-        now = datetime.now(UTC)
+        now_ts = time.time()
         hit = self._cache.get(text)
-        if hit is not None and hit[1] <= now <= hit[2]:
+        if hit is not None and hit[1] <= now_ts <= hit[2]:
             return hit[0]
+        now = datetime.fromtimestamp(now_ts, UTC)
         pem = urllib.parse.unquote(text) if encoded else text
         try:
             verified = verify_x509_svid(pem.encode("ascii"), bundles, at=now)
@@ -337,7 +339,8 @@ class ExtAuthz:
             raise _Deny(code, f"certificate does not verify: {exc}") from None
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[text] = (verified.spiffe_id, verified.leaf.not_valid_before_utc, verified.not_after)
+        self._cache[text] = (verified.spiffe_id, verified.leaf.not_valid_before_utc.timestamp(),
+                             verified.not_after.timestamp())
         return verified.spiffe_id
 
 
