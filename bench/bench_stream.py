@@ -11,7 +11,7 @@ two streams, one per thread. Every case runs once per round, rounds interleaved,
 other processes hits all alike; ratios are per round (median and best). Process CPU time per
 case gives GB per CPU-second, which other processes' load does not change: a 2-thread case
 that keeps its GB per CPU-second reaches 2x wall-clock whenever a second core is free.
-``ZTID_BENCH_STREAM_ROUNDS`` sets the rounds (default 9).
+``ZTID_BENCH_STREAM_ROUNDS`` sets the rounds (default 15).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ztid.crypto.random_access import RandomAccessDecryptor
 
 TOTAL = 256 << 20
 SEGMENT = 1 << 20
-REPEATS = int(os.environ.get("ZTID_BENCH_STREAM_ROUNDS", "9"))
+REPEATS = int(os.environ.get("ZTID_BENCH_STREAM_ROUNDS", "15"))
 
 
 def _best(fn: Callable[[], object], repeats: int = REPEATS) -> float:
