@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ztid.crypto import random_access, stream
-from ztid.crypto.random_access import RandomAccessDecryptor, run_parts
+from ztid.crypto import _parallel, stream
+from ztid.crypto._parallel import run_parts
+from ztid.crypto.random_access import RandomAccessDecryptor
 from ztid.errors import DecryptionError, UsageError
 
 AD = b"parallel"
@@ -123,14 +124,14 @@ def test_after_fork_the_child_builds_its_own_pool(key):
     dec = RandomAccessDecryptor(key, ct, AD, segment_size=SEG, threads=2)
     buf = bytearray(60 * SEG)
     dec.readinto_at(buf, 0)  # the parent's pool is running now
-    parent_pool = random_access._pool
+    parent_pool = _parallel._pool
     assert parent_pool is not None
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         ok = b"0"
         try:
-            fresh = random_access._pool is None
+            fresh = _parallel._pool is None
             dec._cipher = rec = _Recorder(dec._cipher, hold_caller=True)
             out = bytearray(60 * SEG)
             dec.readinto_at(out, 7)
@@ -149,7 +150,7 @@ def test_after_fork_the_child_builds_its_own_pool(key):
             os.kill(pid, 9)
         os.waitpid(pid, 0)
     assert got == b"1"
-    assert random_access._pool is parent_pool  # the parent's pool is untouched
+    assert _parallel._pool is parent_pool  # the parent's pool is untouched
     assert dec.readinto_at(buf, 0) == len(buf) and bytes(buf) == plain[: len(buf)]
 
 
@@ -205,7 +206,7 @@ def test_whole_reads_return_bytes_filled_in_place(key, threads):
     reader.seek(SEG + 1)
     got = reader.readall()
     assert type(got) is bytes and got == plain[SEG + 1 :]
-    assert random_access.filled_bytes(10, lambda view: 4) == bytes(4)  # a short fill is cut to its length
+    assert _parallel.filled_bytes(10, lambda view: 4) == bytes(4)  # a short fill is cut to its length
 
 
 def test_a_failed_whole_read_raises_and_hands_out_nothing(key):

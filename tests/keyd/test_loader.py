@@ -192,20 +192,20 @@ def test_large_reads_with_decrypt_threads_verify_and_zero_on_tamper(keyd, plain_
 
 
 def test_forked_child_reads_with_its_own_decrypt_threads(keyd, plain_dir, tmp_path):
-    from ztid.crypto import random_access
+    from ztid.crypto import _parallel
 
     k = keyd()
     _seal(k, plain_dir, tmp_path / "sealed")
     ds = sealed_data.SealedDataset(tmp_path / "sealed", key_client=k.client(TRAINING), decrypt_threads=2)
     expected = (plain_dir / "train-000.bin").read_bytes()
     assert ds.open("train-000.bin").read() == expected  # the parent's pool has started
-    assert random_access._pool is not None
+    assert _parallel._pool is not None
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through the pipe
         code = 1
         try:
-            code = 0 if ds.open("train-000.bin").read() == expected and random_access._pool is not None else 2
+            code = 0 if ds.open("train-000.bin").read() == expected and _parallel._pool is not None else 2
         finally:
             os.write(w, bytes([code]))
             os._exit(0)

@@ -119,7 +119,7 @@ def test_workers_stop_when_the_lease_ends_and_the_next_epoch_asks_again(sealed):
 
 
 def test_fork_workers_after_the_parent_pool_started_read_with_their_share_of_threads(sealed, plain_dir):
-    from ztid.crypto.random_access import default_threads
+    from ztid.crypto._parallel import default_threads
     from ztid.crypto.torch import SealedDataLoader, SealedIterableDataset
 
     k, root = sealed()

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ztid.crypto._format import DEFAULT_SEGMENT_SIZE
-from ztid.crypto.random_access import RandomAccessDecryptor, check_threads, filled_bytes
+from ztid.crypto._parallel import check_threads, filled_bytes
+from ztid.crypto.random_access import RandomAccessDecryptor
 from ztid.crypto.sealed import SealedHeader, read_header, rewrap_file, seal_file
 from ztid.errors import CryptoError, KeyReleaseError, UsageError
 

@@ -41,7 +41,7 @@ from ztid.crypto._format import (
     parse_header,
 )
 from ztid.crypto._stream_io import StreamReader, StreamWriter, open_reader, open_writer
-from ztid.crypto.random_access import check_threads, filled_bytes, run_parts, zero
+from ztid.crypto._parallel import check_threads, filled_bytes, run_parts, zero
 from ztid.errors import UsageError
 
 __all__ = [

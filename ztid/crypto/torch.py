@@ -22,7 +22,7 @@ from typing import Any
 import torch.utils.data as tud
 
 from ztid.crypto.dataset import SealedDataset, SealedFile
-from ztid.crypto.random_access import default_threads
+from ztid.crypto._parallel import default_threads
 from ztid.errors import UsageError
 
 __all__ = ["SealedDataLoader", "SealedIterableDataset", "SealedMapDataset"]
