@@ -1,21 +1,25 @@
 """The ext_authz sidecar next to a bare grpc.aio Check server that always answers OK.
 
-Same run, same transport (a unix socket), same request: an Envoy-shaped CheckRequest (SPIFFE
-principal, URL-encoded certificate, headers, context_extensions) that the shipped policy allows.
-Both servers run in their own process; the ztid one is the real :class:`ztid.sidecar.Sidecar`
-with the decision log on (fsync at checkpoints, a signed checkpoint every 1000 decisions).
+Same run, same transport, same request: an Envoy-shaped CheckRequest (SPIFFE principal, URL-encoded
+certificate, headers, context_extensions) that the shipped policy allows. Each server runs in its own
+process; the ztid one is the real :class:`ztid.sidecar.Sidecar` with the decision log on (one
+synchronous ``write(2)`` per decision before the answer, fsync at checkpoints, a signed checkpoint
+every 1000 decisions).
 
-1. Throughput: ``h2load`` (Debian's nghttp2-client, a C HTTP/2 client sending gRPC frames) with
-   64 streams in flight, when it is installed; otherwise two grpc.aio client processes.
-2. Latency at half of ztid's saturating rate: open loop at that fixed rate to each server,
-   ``h2load --rps`` with its per-request log (or, without h2load, a paced grpc.aio client whose
-   own cost is then included in p50/p99).
-
-3. Multi-process mode (with h2load): ztid with ``workers: 2`` (SO_REUSEPORT) on TCP against the
-   bare server, one process, on TCP; 8 connections so the kernel spreads them over the workers.
+1. Saturating throughput, unix socket: ``h2load -c1 -m64`` (Debian's nghttp2-client, a C HTTP/2
+   client sending gRPC frames; otherwise two grpc.aio client processes), bare and ztid in
+   interleaved rounds; best and median RPS, and the server's CPU time per RPC (utime + stime from
+   ``/proc/PID/stat`` around each round), which stays meaningful when the machine is noisy.
+2. Latency at half the saturating rate (half of ztid's best RPS, the same rate for both servers):
+   open loop, ``h2load -c4 --rps`` (each client paced, up to 8 streams each so nothing queues in the
+   client), percentiles from its per-request log; the bare server's p99 is the floor of this
+   machine and client. Without h2load: a paced grpc.aio client whose own cost is then included.
+3. Multi-process mode (with h2load), TCP, ``-c8``: ztid with ``workers: N`` (SO_REUSEPORT) against
+   the bare server with one process and against N bare processes on the same port.
 
 Targets from issue 4: RPS ratio >= 0.9, p99 <= 2 ms. Nothing here asserts timings.
-Run alone: ``python -m bench sidecar`` (about 50 s; ``ZTID_BENCH_SECONDS``, ``ZTID_BENCH_ROUNDS``).
+Run alone: ``python -m bench sidecar`` (about 60 s; ``ZTID_BENCH_SECONDS``, ``ZTID_BENCH_ROUNDS``,
+``ZTID_BENCH_WORKERS``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-DURATION = float(os.environ.get("ZTID_BENCH_SECONDS", "4"))
+DURATION = float(os.environ.get("ZTID_BENCH_SECONDS", "3"))
 ROOT = Path(__file__).resolve().parents[1]
 TD = "ai-platform.example"
 
@@ -56,7 +60,7 @@ def _request_bytes(directory: Path) -> bytes:
     return req.SerializeToString()
 
 
-async def _serve_bare(sock: str) -> None:
+async def _serve_bare(sock: str, reuseport: bool = False) -> None:
     import grpc
     from envoy.service.auth.v3 import external_auth_pb2 as ea
     from envoy.service.auth.v3 import external_auth_pb2_grpc as ea_grpc
@@ -68,7 +72,7 @@ async def _serve_bare(sock: str) -> None:
         async def Check(self, request: ea.CheckRequest, context: object) -> ea.CheckResponse:  # noqa: N802
             return ok
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuseport else 0)])
     ea_grpc.add_AuthorizationServicer_to_server(Bare(), server)
     server.add_insecure_port(sock)
     await server.start()
@@ -110,22 +114,108 @@ async def _serve_ztid(sock: str, directory: Path) -> None:
     await asyncio.Event().wait()
 
 
+# ---------------------------------------------------------------- measuring the servers
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (the ztid workers are spawned children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (all threads), from /proc/PID/stat; 0 where unreadable."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class _Server:
+    """One server under test: its processes, address and the figures measured against it."""
+
+    def __init__(self, name: str, address: str, procs: list[subprocess.Popen[str]]) -> None:
+        self.name, self.address, self.procs = name, address, procs
+        self.rps: list[float] = []
+        self.cpu_us: list[float] = []  # server CPU microseconds per answered RPC, per round
+        self.latency: list[tuple[float, float]] = []
+
+    def pids(self) -> list[int]:
+        return [d for p in self.procs for d in _descendants(p.pid)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _start(name: str, address: str, *argvs: tuple[str, ...]) -> _Server:
+    procs = [_spawn(*argv) for argv in argvs]
+    server = _Server(name, address, procs)
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            server.stop()
+            raise RuntimeError(f"{name} did not start")
+    return server
+
+
+def _round(server: _Server, body: Path, req: Path, *, streams: int, connections: int, h2load: bool) -> None:
+    """One saturating round: RPS and the server's CPU time per RPC."""
+    pids = server.pids()
+    cpu0 = _cpu_seconds(pids)
+    if h2load:
+        rps, done = _h2load(server.address, body, streams, connections)
+    else:
+        rps = _py_throughput(server.address, req)
+        done = int(rps * DURATION)
+    server.rps.append(rps)
+    server.cpu_us.append((_cpu_seconds(pids) - cpu0) / max(1, done) * 1e6)
+
+
 # ---------------------------------------------------------------- load generators
 
-def _h2load(sock: str, body: Path, streams: int, connections: int = 1) -> float:
-    where = [f"--base-uri={sock}", "http://localhost/envoy.service.auth.v3.Authorization/Check"] \
-        if sock.startswith("unix:") else [f"http://{sock}/envoy.service.auth.v3.Authorization/Check"]
+def _target(address: str) -> list[str]:
+    path = "/envoy.service.auth.v3.Authorization/Check"
+    return [f"--base-uri={address}", f"http://localhost{path}"] if address.startswith("unix:") \
+        else [f"http://{address}{path}"]
+
+
+def _h2load(address: str, body: Path, streams: int, connections: int = 1) -> tuple[float, int]:
+    """Closed loop for DURATION s (no warm-up inside, so the CPU reading covers exactly these requests)."""
     proc = subprocess.run(
-        ["h2load", "-t1", f"-c{connections}", f"-m{streams // connections}", "-D", str(max(1, round(DURATION))),
-         "--warm-up-time", "1", "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers", *where],
+        ["h2load", "-t1", f"-c{connections}", f"-m{max(1, streams // connections)}", "-D", str(max(1, round(DURATION))),
+         "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers", *_target(address)],
         capture_output=True, text=True, timeout=DURATION + 60,
     )
     out = proc.stdout + proc.stderr
-    m = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
-    failed = re.search(r"(\d+) failed", out)
-    if not m or (failed and int(failed.group(1))):
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    reqs = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    if not m or not reqs or int(reqs.group(4)):
         raise RuntimeError(f"h2load failed: {out[-400:]}")
-    return float(m.group(1))
+    return float(m.group(2)), int(reqs.group(2))
+
+
+def _warm(address: str, body: Path) -> None:
+    subprocess.run(["h2load", "-t1", "-c1", "-m16", "-n", "3000", "-d", str(body), "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", *_target(address)], capture_output=True, timeout=60, check=False)
 
 
 async def _closed_loop(sock: str, data: bytes, inflight: int, seconds: float) -> int:
@@ -199,21 +289,28 @@ def _py_throughput(sock: str, req: Path) -> float:
 
 
 def _latency(sock: str, req: Path, body: Path, rate: float) -> tuple[float, float]:
+    """p50 and p99 (ms) of an open-loop run at ``rate`` requests per second."""
     seconds = max(2, round(min(DURATION, 4)))
     if shutil.which("h2load"):
-        # Open loop at a fixed rate from the C client; its per-request log gives the percentiles.
+        # Open loop from the C client: 4 connections, each paced at rate/4 with up to 8 streams in
+        # flight, so requests leave on schedule even when one is slow; its per-request log gives the
+        # percentiles. The first half second (connection set-up, first-use costs) is left out.
+        clients = 4
         log = body.with_suffix(f".{abs(hash(sock))}.tsv")
+        log.unlink(missing_ok=True)  # h2load appends
         subprocess.run(
-            ["h2load", "-t1", "-c1", "-m16", f"--rps={max(1, round(rate))}", "-D", str(seconds), "--warm-up-time", "1",
-             "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers", f"--base-uri={sock}",
-             f"--log-file={log}", "http://localhost/envoy.service.auth.v3.Authorization/Check"],
+            ["h2load", "-t1", f"-c{clients}", "-m8", f"--rps={max(1, round(rate / clients))}", "-D", str(seconds),
+             "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers", f"--log-file={log}",
+             *_target(sock)],
             capture_output=True, text=True, timeout=seconds + 60, check=True,
         )
-        lat = sorted(int(line.split("\t")[2]) / 1e6 for line in log.read_text().splitlines() if line.strip())
+        rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+        first = min(int(r[0]) for r in rows)
+        lat = sorted(int(r[2]) / 1e6 for r in rows if int(r[0]) - first >= 500_000 and r[1] == "200")
     else:
         p = _spawn("client", "paced", sock, str(req), f"{rate:.1f}", str(seconds))
         lat = sorted(float(x) for x in p.communicate(timeout=seconds + 60)[0].split())
-    return statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3
+    return statistics.median(lat) * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3
 
 
 # ---------------------------------------------------------------- main
@@ -233,8 +330,9 @@ def _prepare(directory: Path) -> tuple[Path, Path]:
     return directory / "request.bin", directory / "body.grpc"
 
 
-ROUNDS = int(os.environ.get("ZTID_BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("ZTID_BENCH_ROUNDS", "3"))
 WORKERS = int(os.environ.get("ZTID_BENCH_WORKERS", "2"))
+BARE, ZTID = "bare grpc.aio (always OK)", "ztid sidecar (policy + log)"
 
 
 def _free_port() -> int:
@@ -245,75 +343,112 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _multi_process(directory: Path, body: Path) -> None:
-    """Multi-process mode over TCP (SO_REUSEPORT workers) against the bare server on TCP, 8 connections."""
-    rows: dict[str, float] = {}
-    for name, mode in (("bare grpc.aio, 1 process, TCP", "serve-bare"), (f"ztid, {WORKERS} workers, TCP", "serve-workers")):
-        address = f"127.0.0.1:{_free_port()}"
-        proc = _spawn(mode, address, str(directory), str(WORKERS))
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            rows[name] = max(_h2load(address, body, 64, connections=8) for _ in range(max(1, ROUNDS - 1)))
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    (bare_name, bare), (ztid_name, ztid) = rows.items()
-    print(f"multi-process: {bare_name} {bare:.0f} RPS; {ztid_name} {ztid:.0f} RPS; ratio {ztid / bare:.2f} "
-          f"(h2load -c8, best of {max(1, ROUNDS - 1)})")
-BARE, ZTID = "bare grpc.aio (always OK)", "ztid sidecar (policy + log)"
+def _fmt(values: list[float], digits: int = 0) -> str:
+    return "/".join(f"{v:.{digits}f}" for v in values)
+
+
+def _table(servers: list[_Server]) -> None:
+    print(f"  {'server':36} {'RPS best':>9} {'median':>7} {'CPU us/RPC med':>14}   rounds RPS; CPU us/RPC")
+    for s in servers:
+        print(f"  {s.name:36} {max(s.rps):9.0f} {statistics.median(s.rps):7.0f} {statistics.median(s.cpu_us):14.0f}"
+              f"   {_fmt(s.rps)}; {_fmt(s.cpu_us)}")
+
+
+def _ratios(label: str, ztid: _Server, ref: _Server) -> None:
+    best = max(ztid.rps) / max(ref.rps)
+    med = statistics.median(ztid.rps) / statistics.median(ref.rps)
+    paired = statistics.median(z / r for z, r in zip(ztid.rps, ref.rps))  # rounds run back to back
+    cpu = statistics.median(ref.cpu_us) / statistics.median(ztid.cpu_us)
+    print(f"  ratio ztid/{label}: RPS best {best:.2f}, median {med:.2f}, paired rounds median {paired:.2f}; "
+          f"by CPU per RPC {cpu:.2f} (ztid spends {statistics.median(ztid.cpu_us) - statistics.median(ref.cpu_us):.0f} "
+          f"us more per RPC)")
+
+
+def _multi_process(directory: Path, body: Path, req: Path) -> None:
+    """TCP, 8 connections: ztid workers vs one bare process vs WORKERS bare processes on one port."""
+    port = lambda: f"127.0.0.1:{_free_port()}"  # noqa: E731
+    one, many, workers = port(), port(), port()
+    servers = [
+        _start("bare, 1 process", one, ("serve-bare", one)),
+        _start(f"bare, {WORKERS} processes (SO_REUSEPORT)", many, *[("serve-bare", many, "reuseport")] * WORKERS),
+        _start(f"ztid, {WORKERS} workers (SO_REUSEPORT)", workers, ("serve-workers", workers, str(directory), str(WORKERS))),
+    ]
+    try:
+        for s in servers:
+            _warm(s.address, body)
+        for _ in range(max(1, ROUNDS - 1)):
+            for s in servers:
+                _round(s, body, req, streams=64, connections=8, h2load=True)
+    finally:
+        for s in servers:
+            s.stop()
+    print(f"multi-process, TCP, h2load -c8 -m8, {max(1, ROUNDS - 1)} interleaved rounds of {DURATION:g} s "
+          f"(CPU us/RPC summed over all the server's processes):")
+    _table(servers)
+    _ratios("bare 1 process", servers[2], servers[0])
+    _ratios(f"bare {WORKERS} processes", servers[2], servers[1])
+
+
+def _load() -> str:
+    try:
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) + f" on {os.cpu_count()} CPUs"
+    except OSError:
+        return "load average unknown"
 
 
 def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="ztbench"))
-    servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
+    servers: list[_Server] = []
     try:
         req, body = _prepare(directory)
         h2load = shutil.which("h2load") is not None
-        print(f"load generator: {'h2load -c1 -m64' if h2load else 'grpc.aio clients, 2 processes x 32 in flight'}; "
-              f"{ROUNDS} interleaved rounds of {DURATION:g} s per server (best round counts); transport: unix socket")
+        print(f"machine before: {_load()}")
+        print(f"throughput: {'h2load -c1 -m64' if h2load else 'grpc.aio clients, 2 processes x 32 in flight'}; "
+              f"{ROUNDS} interleaved rounds of {DURATION:g} s per server; transport: unix socket")
         for name, mode in ((BARE, "serve-bare"), (ZTID, "serve-ztid")):
             sock = f"unix:{directory}/{mode}.sock"
-            proc = _spawn(mode, sock, str(directory))
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            servers[name] = (proc, sock)
-        rps: dict[str, list[float]] = {BARE: [], ZTID: []}
+            servers.append(_start(name, sock, (mode, sock, str(directory))))
+        bare, ztid = servers
+        if h2load:
+            for s in servers:
+                _warm(s.address, body)
         for _ in range(ROUNDS):  # interleaved, so load from other processes hits both alike
-            for name, (_, sock) in servers.items():
-                rps[name].append(_h2load(sock, body, 64) if h2load else _py_throughput(sock, req))
-        best = {name: max(v) for name, v in rps.items()}
-        rate = best[ZTID] / 2
-        lat: dict[str, list[tuple[float, float]]] = {BARE: [], ZTID: []}
+            for s in servers:
+                _round(s, body, req, streams=64, connections=1, h2load=h2load)
+        _table(servers)
+        _ratios("bare", ztid, bare)
+        rate = max(ztid.rps) / 2
         for _ in range(max(1, ROUNDS - 1)):
-            for name, (_, sock) in servers.items():
-                lat[name].append(_latency(sock, req, body, rate))
-        print(f"{'server':30} {'RPS (best)':>10} {'p50 ms':>8} {'p99 ms':>8}   rounds RPS; latency at {rate:.0f} req/s")
-        for name in (BARE, ZTID):
-            p50, p99 = min(lat[name], key=lambda t: t[1])
-            rounds = "/".join(f"{x:.0f}" for x in rps[name])
-            print(f"{name:30} {best[name]:10.0f} {p50:8.3f} {p99:8.3f}   {rounds}; p99 rounds "
-                  + "/".join(f"{t[1]:.2f}" for t in lat[name]))
-        p99 = min(t[1] for t in lat[ZTID])
-        print(f"ratio ztid/bare RPS: {best[ZTID] / best[BARE]:.2f} (target >= 0.9); "
-              f"ztid p99 {p99:.3f} ms at half its max rate (target <= 2 ms)")
-        try:
-            load = os.getloadavg()[0]
-            print(f"machine load average during the run: {load:.1f} on {os.cpu_count()} CPUs")
-        except OSError:
-            pass
+            for s in servers:
+                s.latency.append(_latency(s.address, req, body, rate))
+        how = "h2load -c4 --rps (open loop)" if h2load else "paced grpc.aio client (open loop)"
+        print(f"latency at {rate:.0f} req/s (half of ztid's best), {how}, {max(1, ROUNDS - 1)} rounds:")
+        for s in servers:
+            p50 = statistics.median(t[0] for t in s.latency)
+            p99s = [t[1] for t in s.latency]
+            print(f"  {s.name:36} p50 {p50:6.3f} ms   p99 best {min(p99s):6.3f} median {statistics.median(p99s):6.3f} ms"
+                  f"   (p99 rounds {_fmt(p99s, 2)})")
+        p99 = statistics.median(t[1] for t in ztid.latency)
+        ratio = statistics.median(ztid.rps) / statistics.median(bare.rps)
+        print(f"targets: RPS ratio (median) {ratio:.2f} {'meets' if ratio >= 0.9 else 'misses'} >= 0.9; "
+              f"ztid p99 (median) {p99:.3f} ms {'meets' if p99 <= 2 else 'misses'} <= 2 ms")
         lines = sum(1 for _ in open(directory / "decisions.log", "rb"))
         print(f"decision log: {lines} lines written synchronously during the runs")
+        for s in servers:
+            s.stop()
+        servers.clear()
         if h2load and WORKERS > 1:
-            _multi_process(directory, body)
+            _multi_process(directory, body, req)
+        print(f"machine after: {_load()}")
     finally:
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(10)
+        for s in servers:
+            s.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve-bare":
-        asyncio.run(_serve_bare(sys.argv[2]))
+        asyncio.run(_serve_bare(sys.argv[2], reuseport=sys.argv[3:4] == ["reuseport"]))
     elif sys.argv[1] == "serve-workers":
         _serve_ztid_workers(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "serve-ztid":
