@@ -16,6 +16,7 @@ Checks run on the event loop: the mapping is CPU-only (tens of microseconds) plu
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -164,6 +165,7 @@ class Sidecar:
                 await asyncio.sleep(self.config.reload_interval)
                 continue
             self.load_error = None
+            _settle_heap()
             await self._set_health(True)
             assert self._loaded is not None
             self._loaded.set()
@@ -299,6 +301,18 @@ class Sidecar:
     def _on_sighup(self) -> None:
         if self._watcher is not None:
             self._watcher.request_reload()
+
+
+def _settle_heap() -> None:
+    """Move everything loaded so far (modules, policy, certificates: ~40k objects) out of the GC's reach.
+
+    A full (generation 2) collection walks every tracked object; with ztid's imports that took 9 ms
+    here, and the per-RPC garbage of grpc.aio triggers one every second or so: a 9 ms stall of the
+    event loop that put ~1% of Checks behind it (the p99). Frozen objects are still freed by
+    reference counting; only cycles among them (none expected in loaded config) would be kept.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _remove_stale_socket(path: str) -> None:
