@@ -444,3 +444,35 @@ def test_arbitrary_fields_never_raise_and_never_allow_strangers(
     resp = xfcc_authz.check(req)
     assert resp.status.code == code_pb2.PERMISSION_DENIED
     assert body(resp)["reason"]
+
+
+# ---------------------------------------------------------------- the serialized allow template
+
+def test_allow_wire_is_the_template_with_each_decision_id(authz: ExtAuthz, make_request: MakeRequest,
+                                                          certs: dict[str, Any]) -> None:
+    from ztid.enforce.extauthz_response import allowed_response
+
+    req = make_request(principal=TRAINING, certificate=certs["training"].chain_pem(), method="POST",
+                       headers={"x-ztid-admin": "1"}, context_extensions=WRITE_REGISTRY)
+    first, second = authz.evaluate(req), authz.evaluate(req)
+    assert first.decision_id != second.decision_id
+    for out in (first, second):
+        built = allowed_response(out.decision, out.decision_id, ("x-ztid-admin",))
+        assert ea.CheckResponse.FromString(out.wire) == built  # spliced bytes == the message built field by field
+        assert out.response == built
+        assert headers(out.response)["x-ztid-decision-id"] == out.decision_id == meta(out.response)["decision_id"]
+    assert "~" not in first.wire.decode("latin-1")  # no placeholder left behind
+
+
+def test_allow_with_an_id_of_another_shape_builds_the_message(policy: Any, bundles: Any, make_request: MakeRequest,
+                                                              certs: dict[str, Any]) -> None:
+    class Log:  # a decision log whose ids are not 32 hex digits: the splice must not be used
+        def record(self, decision: Any, **_: Any) -> str:
+            return "short-id"
+
+    authz = ExtAuthz(policy, bundles, log=Log())
+    out = authz.evaluate(make_request(principal=TRAINING, certificate=certs["training"].chain_pem(), method="POST",
+                                      context_extensions=WRITE_REGISTRY))
+    assert out.decision.allowed and out.decision_id == "short-id"
+    assert headers(ea.CheckResponse.FromString(out.wire))["x-ztid-decision-id"] == "short-id"
+    assert meta(out.response)["decision_id"] == "short-id"

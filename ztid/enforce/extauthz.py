@@ -23,7 +23,6 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -73,6 +72,9 @@ _ZTID_HEADER_PREFIX: Final = "x-ztid-"
 _SET_HEADERS: Final = ("x-ztid-peer", "x-ztid-component", "x-ztid-decision-id")
 _SET: Final = frozenset(_SET_HEADERS)
 _CACHE_LIMIT: Final = 4096
+_ID_LEN: Final = 32  # new_decision_id(): 32 hex digits
+_ID_SLOT: Final = "~" * _ID_LEN  # placeholder in serialized OK templates; "~" is in no SPIFFE ID or hex id
+_ID_SLOT_BYTES: Final = _ID_SLOT.encode()
 
 
 class _Deny(Exception):
@@ -81,19 +83,40 @@ class _Deny(Exception):
         self.code, self.reason = code, reason
 
 
-@dataclass(frozen=True, slots=True)
 class CheckOutcome:
-    """What one Check produced.
+    """What one Check produced (read-only).
 
     Attributes:
         decision: the Decision (a deny with one of :data:`REASON_CODES` when no policy decision was reached).
         decision_id: the id written to the decision log and sent to Envoy.
         response: the CheckResponse for Envoy.
+        wire: the same CheckResponse serialized (what the server sends); the allow path builds only
+            this, from a pre-serialized template, and ``response`` is parsed from it on first use.
     """
 
-    decision: Decision
-    decision_id: str
-    response: external_auth_pb2.CheckResponse
+    __slots__ = ("decision", "decision_id", "_response", "_wire")
+
+    def __init__(self, decision: Decision, decision_id: str, response: external_auth_pb2.CheckResponse | None = None,
+                 *, wire: bytes | None = None) -> None:
+        assert response is not None or wire is not None
+        self.decision, self.decision_id, self._response, self._wire = decision, decision_id, response, wire
+
+    @property
+    def response(self) -> external_auth_pb2.CheckResponse:
+        if self._response is None:
+            assert self._wire is not None
+            self._response = external_auth_pb2.CheckResponse.FromString(self._wire)
+        return self._response
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            assert self._response is not None
+            self._wire = self._response.SerializeToString()
+        return self._wire
+
+    def __repr__(self) -> str:
+        return f"CheckOutcome(decision={self.decision!r}, decision_id={self.decision_id!r})"
 
 
 def _resolver(value: Any) -> Callable[[], Any]:
@@ -121,7 +144,7 @@ class ExtAuthz:
         self._ids: dict[str, SpiffeId] = {}  # principal text -> parsed ID
         self._dests: dict[str, tuple[SpiffeId | None, str | None]] = {}  # destination -> (ID, tenant)
         self._dests_owner: Any = None  # the Policy the destination cache was filled from
-        self._ok: dict[tuple[int, tuple[str, ...]], tuple[Decision, external_auth_pb2.CheckResponse]] = {}
+        self._ok: dict[tuple[int, tuple[str, ...]], tuple[Decision, external_auth_pb2.CheckResponse, Any]] = {}
 
     # ------------------------------------------------------------------ entry points
     def check(self, request: Any) -> external_auth_pb2.CheckResponse:
@@ -186,24 +209,39 @@ class ExtAuthz:
                                      policy_digest=decision.policy_digest, mode=decision.mode,
                                      source=decision.source, target=decision.target, action=decision.action)
             decision_id = new_decision_id()
-        response = self._allowed(decision, decision_id, headers) if decision.allowed else denied_response(decision, decision_id)
-        return CheckOutcome(decision, decision_id, response)
+        if not decision.allowed:
+            return CheckOutcome(decision, decision_id, denied_response(decision, decision_id))
+        return self._allowed(decision, decision_id, headers)
 
-    def _allowed(self, decision: Decision, decision_id: str, headers: Mapping[str, str]) -> external_auth_pb2.CheckResponse:
-        """The OK response: a copy of a template built once per (decision, stripped headers), plus the id."""
+    def _allowed(self, decision: Decision, decision_id: str, headers: Mapping[str, str]) -> CheckOutcome:
+        """The OK answer from a template built once per (decision, stripped headers), plus the id.
+
+        The template is kept serialized with a placeholder id of the same length, so an answer is
+        the template's bytes with the id spliced in (no message objects built per Check).
+        """
         strip = tuple(sorted({n for n in map(str.lower, headers) if n.startswith(_ZTID_HEADER_PREFIX)} - _SET))
         key = (id(decision), strip)
         hit = self._ok.get(key)
         if hit is None or hit[0] is not decision:
             if len(self._ok) >= _CACHE_LIMIT:
                 self._ok.clear()
-            hit = (decision, allowed_response(decision, "", strip))  # holding decision keeps its id() unique
+            template = allowed_response(decision, _ID_SLOT, strip)
+            parts: Any = tuple(template.SerializeToString().split(_ID_SLOT_BYTES))
+            probe = "0" * _ID_LEN
+            if len(parts) != 3 or external_auth_pb2.CheckResponse.FromString(
+                    parts[0] + probe.encode() + parts[1] + probe.encode() + parts[2]) != allowed_response(decision, probe, strip):
+                parts = None  # the placeholder is not exactly the two id fields: build messages instead
+            hit = (decision, template, parts)  # holding decision keeps its id() unique
             self._ok[key] = hit
+        parts = hit[2]
+        if parts is not None and len(decision_id) == _ID_LEN and decision_id.isascii():
+            slot = decision_id.encode()
+            return CheckOutcome(decision, decision_id, wire=parts[0] + slot + parts[1] + slot + parts[2])
         response = external_auth_pb2.CheckResponse()
         response.CopyFrom(hit[1])
         response.ok_response.headers[2].header.value = decision_id
         response.dynamic_metadata.fields["decision_id"].string_value = decision_id
-        return response
+        return CheckOutcome(decision, decision_id, response)
 
     def _record(self, decision: Decision, principal: str, http: Any) -> str | None:
         if self._log is None:

@@ -32,7 +32,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from ztid.audit.decisions import DecisionLog
 from ztid.bundle import BundleSet
-from ztid.enforce.extauthz import CALLER_NOT_ALLOWED, ExtAuthz
+from ztid.enforce.extauthz import CALLER_NOT_ALLOWED, CheckOutcome, ExtAuthz
 from ztid.errors import TransportError, ZtidError
 from ztid.sidecar.config import SidecarConfig
 from ztid.sidecar.metrics import SidecarMetrics
@@ -54,12 +54,11 @@ def _authorization_handler(sidecar: "Sidecar") -> grpc.GenericRpcHandler:
             request = None
         allowed = sidecar.config.allowed_clients
         if allowed and not caller_allowed(context, allowed):
-            return sidecar.check(request, refuse="this caller may not ask for authorization decisions")
-        return sidecar.check(request)
+            return sidecar.answer(request, refuse="this caller may not ask for authorization decisions").wire
+        return sidecar.answer(request).wire
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        check, request_deserializer=None, response_serializer=external_auth_pb2.CheckResponse.SerializeToString
-    )
+    # Answers go out as bytes: an allow is a pre-serialized template with its decision id spliced in.
+    handler = grpc.unary_unary_rpc_method_handler(check, request_deserializer=None, response_serializer=None)
     return grpc.method_handlers_generic_handler(AUTHZ_SERVICE, {"Check": handler})
 
 
@@ -91,11 +90,15 @@ class Sidecar:
     # ------------------------------------------------------------------ the hot path
     def check(self, request: Any, *, refuse: str | None = None) -> external_auth_pb2.CheckResponse:
         """Answer one CheckRequest (never raises) and count it; ``refuse`` denies it as caller_not_allowed."""
+        return self.answer(request, refuse=refuse).response
+
+    def answer(self, request: Any, *, refuse: str | None = None) -> CheckOutcome:
+        """:meth:`check`, returning the whole outcome (``.wire`` is what the server sends)."""
         start = time.perf_counter()
         outcome = self.authz.evaluate(request) if refuse is None else self.authz.refuse(CALLER_NOT_ALLOWED, refuse)
         d = outcome.decision
         self.metrics.observe(d.allowed, d.code, d.would_deny, time.perf_counter() - start)
-        return outcome.response
+        return outcome
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
