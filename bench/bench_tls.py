@@ -12,7 +12,7 @@ Two figures, each as a ratio ztid / stdlib (target >= 0.95):
 Rounds alternate stdlib / ztid / control (order rotated each round); the ratio is the median of the
 per-round ratios. "control" is stdlib against a second, identical stdlib server: its ratio to stdlib
 would be 1.000 on a quiet machine, so its distance from 1 is the noise band of the run. For CPU per handshake, lower is better (a ratio near 1.0 means ztid's own work is small). ``python -m bench tls``, or
-``python bench/bench_tls.py --seconds 0.25 --rounds 24 --bulk-rounds 4 --mib 256``.
+``python bench/bench_tls.py --seconds 0.25 --rounds 24 --bulk-rounds 12 --mib 256``.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.25, help="per handshake round")
     parser.add_argument("--rounds", type=int, default=24, help="handshake rounds")
-    parser.add_argument("--bulk-rounds", type=int, default=4, help="bulk rounds")
+    parser.add_argument("--bulk-rounds", type=int, default=12, help="bulk rounds (single streams are noisy: take many)")
     parser.add_argument("--mib", type=int, default=256, help="bulk stream size")
     args = parser.parse_args(argv or [])
     results: dict[tuple[str, str], list[float]] = {}
