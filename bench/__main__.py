@@ -7,6 +7,7 @@ same run and prints the ratio; nothing here asserts timings.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -19,6 +20,8 @@ def _areas() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    # gRPC core logs INFO lines (GOAWAY on shutdown, fork handlers) that would interleave with the figures.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     wanted = argv or _areas()
     unknown = [a for a in wanted if a not in _areas()]
     if unknown:
