@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ztid.crypto._format import DEFAULT_SEGMENT_SIZE
+from ztid.crypto._format import DEFAULT_SEGMENT_SIZE, as_view
 from ztid.crypto._parallel import check_threads, filled_bytes
 from ztid.crypto.random_access import RandomAccessDecryptor
 from ztid.crypto.sealed import SealedHeader, read_header, rewrap_file, seal_file
@@ -300,6 +300,28 @@ class SealedDataset:
             raise UsageError(f"dataset {self.dataset!r} has no file {name!r}")
         threads = self.decrypt_threads if decrypt_threads is None else decrypt_threads
         return SealedFile(path, self.keys, dataset=self.dataset, name=name, decrypt_threads=threads)
+
+    def read_into(self, name: str, buffer: Any, *, decrypt_threads: int | None = None) -> int:
+        """Decrypt all of file ``name`` into the start of ``buffer`` (e.g. one reused per worker); return its size.
+
+        No fresh result is allocated (and page-faulted) per file, which is what makes a whole-file
+        read through :meth:`SealedEntry.read_bytes` slower than a plaintext ``read_bytes()``. The
+        lease is checked and every segment verified as by :meth:`SealedFile.readinto`: a failure
+        while decrypting zeroes the file's range of ``buffer`` before the error is raised; one while
+        opening (bad header or last segment, refused lease, short buffer) leaves ``buffer`` untouched.
+
+        Raises:
+            UsageError: no such file, a buffer that is not writable bytes-like or is shorter than the
+                file (nothing written), or bad decrypt_threads; KeyReleaseError, CryptoError,
+                DecryptionError: as :func:`open`.
+        """
+        out = as_view(buffer, "buffer")
+        if out.readonly:
+            raise UsageError("buffer must be writable")
+        with self.open(name, decrypt_threads=decrypt_threads) as f:
+            if len(out) < f.size:
+                raise UsageError(f"file {name!r} is {f.size} bytes, the buffer only {len(out)}")
+            return f.readinto(out[: f.size]) if f.size else 0
 
     def acquire(self) -> "KeyLease":
         """Fetch (or reuse) the key lease now, e.g. in a DataLoader's parent before it forks workers.
