@@ -11,7 +11,7 @@ import pytest
 from keyd_helpers import INFERENCE, PIPELINE, TRAINING
 
 from ztid.crypto import dataset as sealed_data
-from ztid.errors import KeyReleaseError, UsageError
+from ztid.errors import DecryptionError, KeyReleaseError, UsageError
 
 torch = pytest.importorskip("torch")  # the torch extra; `make test` installs it
 
@@ -131,3 +131,46 @@ def test_fork_workers_after_the_parent_pool_started_read_with_their_share_of_thr
     for name, (threads, data) in got.items():
         assert data == (plain_dir / name).read_bytes()
         assert threads == max(1, min(2, default_threads() // 2))
+
+
+def test_map_dataset_reusing_one_buffer_per_worker(sealed, plain_dir):
+    from ztid.crypto.torch import SealedDataLoader, SealedMapDataset
+
+    k, root = sealed()
+    inner = sealed_data.SealedDataset(root, key_client=k.client(TRAINING))
+    plain = {name: (plain_dir / name).read_bytes() for name in inner.names}
+    seen = []
+
+    def keep(name, data):  # copies what it keeps, as reuse_buffer requires
+        seen.append(data)
+        return name, torch.frombuffer(data, dtype=torch.uint8).clone().numpy().tobytes() if len(data) else b""
+
+    ds = SealedMapDataset(inner, transform=keep, reuse_buffer=True)
+    assert dict(ds[i] for i in range(len(ds))) == plain
+    assert len({id(view.obj) for view in seen}) == 1  # in this process, one buffer served every item
+    # Two fork workers, each with its own buffer; items are collated in batches after __getitem__ returned.
+    loader = SealedDataLoader(ds, batch_size=2, num_workers=2)
+    got = {name: data for names, datas in loader for name, data in zip(names, datas)}
+    assert got == plain
+    assert _unwraps(k) == 1
+
+
+def test_map_dataset_reuse_buffer_needs_a_transform_and_still_verifies(sealed, plain_dir):
+    from ztid.crypto.torch import SealedDataLoader, SealedMapDataset
+
+    k, root = sealed()
+    inner = sealed_data.SealedDataset(root, key_client=k.client(TRAINING))
+    with pytest.raises(UsageError, match="needs a transform"):
+        SealedMapDataset(inner, reuse_buffer=True)
+    ds = SealedMapDataset(inner, transform=lambda name, view: (name, bytes(view)), reuse_buffer=True)
+    index = inner.names.index("train-000.bin")
+    assert ds[index][1] == (plain_dir / "train-000.bin").read_bytes()  # the buffer now holds it
+    path = root / "train-000.bin.ztid"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DecryptionError):
+        ds[index]
+    assert ds._buffers.buf == bytes(len(ds._buffers.buf))  # no plaintext left, not even the segments that verified
+    with pytest.raises(DecryptionError):
+        list(SealedDataLoader(ds, batch_size=None, num_workers=2))
