@@ -5,26 +5,30 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["write_atomic"]
+__all__ = ["atomic_file", "write_atomic"]
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it over ``path``.
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a temporary file beside ``path``; on a clean exit fsync it and rename it over ``path``.
 
     The file gets ``mode`` before any byte is written (so a 0600 secret is never briefly readable);
-    the directory is fsynced too, so the rename survives a crash.
+    the directory is fsynced too, so the rename survives a crash. On any exception the temporary
+    file is removed and ``path`` is unchanged.
 
     Raises:
-        OSError: the write or rename failed (``path`` is then unchanged); callers translate it.
+        OSError: the write or rename failed; callers translate it.
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -37,3 +41,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically (see :func:`atomic_file`).
+
+    Raises:
+        OSError: the write or rename failed (``path`` is then unchanged); callers translate it.
+    """
+    with atomic_file(path, mode=mode) as f:
+        f.write(data)

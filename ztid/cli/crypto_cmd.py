@@ -7,12 +7,11 @@ unusable keyring (missing, loose permissions, unknown or archived key version).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ztid._atomic import atomic_file
 from ztid.cli._common import EXIT_NO, EXIT_OK, EXIT_USAGE, add_json_flag, emit, error_exit
 from ztid.errors import CryptoError, DecryptionError, KeyringError, UsageError
 
@@ -135,20 +134,13 @@ def _copy_out(reader: Any, output: str) -> int:
             total += n
         sink.flush()
         return total
-    target = Path(output)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    except OSError as exc:
-        raise UsageError(f"cannot write {output!r}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_file(output, mode=0o600) as out:  # plaintext: private until its owner says otherwise
             while n := reader.readinto(buf):
                 out.write(buf[:n])
                 total += n
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise UsageError(f"cannot write {output!r}: {exc.strerror or exc}") from exc
     return total
 
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ztid.crypto import stream
+from ztid._atomic import atomic_file
 from ztid.crypto._format import DEFAULT_SEGMENT_SIZE, Layout, check_key
 from ztid.crypto.random_access import RandomAccessDecryptor, SeekableReader
 from ztid.errors import CryptoError, SealedFormatError, UsageError
@@ -189,13 +189,6 @@ def read_header(f: BinaryIO) -> SealedHeader:
     return parse_header(fixed + rest)
 
 
-def _atomic_target(dst: Path, mode: int = 0o644) -> tuple[int, str]:
-    """A temporary file beside ``dst`` (ciphertext: readable like any data file unless ``mode`` says)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.fchmod(fd, mode)
-    return fd, tmp
-
-
 def seal_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, data_key: bytes, wrapped_key: bytes,
               dataset: str, name: str, key_id: str, key_version: int,
               segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealedHeader:
@@ -211,20 +204,12 @@ def seal_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, data_
     dst_path = Path(dst)
     try:
         with open(src, "rb") as fin:
-            fd, tmp = _atomic_target(dst_path)
-            try:
-                with os.fdopen(fd, "wb") as fout:
-                    fout.write(header.to_bytes())
-                    buf = memoryview(bytearray(min(segment_size, 8 << 20)))
-                    with stream.open_writer(key, fout, header.associated_data(), segment_size=segment_size) as w:
-                        while n := fin.readinto(buf):
-                            w.write(buf[:n])
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                os.replace(tmp, dst_path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_file(dst_path) as fout:  # ciphertext: readable like any data file
+                fout.write(header.to_bytes())
+                buf = memoryview(bytearray(min(segment_size, 8 << 20)))
+                with stream.open_writer(key, fout, header.associated_data(), segment_size=segment_size) as w:
+                    while n := fin.readinto(buf):
+                        w.write(buf[:n])
     except OSError as exc:
         raise UsageError(f"cannot seal {os.fspath(src)!r} into {os.fspath(dst)!r}: {exc.strerror or exc}") from exc
     return header
@@ -281,19 +266,11 @@ def rewrap_file(path: str | os.PathLike[str], backend: Any) -> SealedHeader:
             new = header.rewrapped(version, wrapped)
             if new == header:
                 return header
-            fd, tmp = _atomic_target(target, os.fstat(fin.fileno()).st_mode & 0o777)  # keep its mode
-            try:
-                with os.fdopen(fd, "wb") as fout:
-                    fout.write(new.to_bytes())
-                    buf = memoryview(bytearray(8 << 20))
-                    while n := fin.readinto(buf):
-                        fout.write(buf[:n])
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_file(target, mode=os.fstat(fin.fileno()).st_mode & 0o777) as fout:  # keep its mode
+                fout.write(new.to_bytes())
+                buf = memoryview(bytearray(8 << 20))
+                while n := fin.readinto(buf):
+                    fout.write(buf[:n])
     except OSError as exc:
         raise UsageError(f"cannot rewrap {os.fspath(path)!r}: {exc.strerror or exc}") from exc
     return new
