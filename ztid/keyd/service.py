@@ -104,9 +104,7 @@ class KeyService:
             PermissionDenied: refused (``.decision`` says why; it is in the log).
             AuditError: the decision could not be logged (nothing released).
         """
-        policy = self.policy
-        record, deny = self._record(policy, caller, "write", dataset, proposed=(target, tenant or None))
-        decision = deny or policy.decide(caller.identity, record.target, "write", target_tenant=record.tenant)
+        policy, record, decision = self._authorize(caller, "write", dataset, proposed=(target, tenant or None))
         result: Released | None = None
         if decision.allowed:
             lease, not_after, decision = self._lease(policy, caller, decision)
@@ -130,9 +128,7 @@ class KeyService:
             PermissionDenied: refused, or the data key is not 32 bytes.
             AuditError: the decision could not be logged.
         """
-        policy = self.policy
-        record, deny = self._record(policy, caller, "write", dataset)
-        decision = deny or policy.decide(caller.identity, record.target, "write", target_tenant=record.tenant)
+        policy, record, decision = self._authorize(caller, "write", dataset)
         result: Wrapped | None = None
         if decision.allowed:
             try:
@@ -153,9 +149,7 @@ class KeyService:
                 not unwrap (wrong dataset, archived KEK version, tampered).
             AuditError: the decision could not be logged.
         """
-        policy = self.policy
-        record, deny = self._record(policy, caller, "read", dataset)
-        decision = deny or policy.decide(caller.identity, record.target, "read", target_tenant=record.tenant)
+        policy, record, decision = self._authorize(caller, "read", dataset)
         result: Released | None = None
         if decision.allowed:
             lease, not_after, decision = self._lease(policy, caller, decision)
@@ -175,9 +169,7 @@ class KeyService:
             PermissionDenied: refused, or the wrapped key does not unwrap.
             AuditError: the decision could not be logged.
         """
-        policy = self.policy
-        record, deny = self._record(policy, caller, "write", dataset)
-        decision = deny or policy.decide(caller.identity, record.target, "write", target_tenant=record.tenant)
+        policy, record, decision = self._authorize(caller, "write", dataset)
         result: Wrapped | None = None
         if decision.allowed:
             try:
@@ -200,6 +192,17 @@ class KeyService:
         return self._log_line(decision, method, None, peer=peer or "<unverified>")
 
     # -- steps ----------------------------------------------------------------------------------
+    def _authorize(self, caller: Caller, action: str, dataset: Any,
+                   proposed: tuple[str, str | None] | None = None) -> tuple[Any, DatasetRecord, Any]:
+        """The policy in force, the dataset's record, and the decision for ``action`` on its target.
+
+        Read once per request, so a reload mid-request cannot mix two policies.
+        """
+        policy = self.policy
+        record, deny = self._record(policy, caller, action, dataset, proposed)
+        decision = deny or policy.decide(caller.identity, record.target, action, target_tenant=record.tenant)
+        return policy, record, decision
+
     def _record(self, policy: Any, caller: Caller, action: str, dataset: Any,
                 proposed: tuple[str, str | None] | None = None) -> tuple[DatasetRecord, Any]:
         """The dataset's record, or a placeholder and a deny decision."""
