@@ -38,9 +38,10 @@ from ztid.audit.log_format import (
     sign_payload,
     signed_bytes,
 )
+from ztid.audit.ids import new_decision_id
 from ztid.errors import AuditError, UsageError
 
-__all__ = ["DecisionLog", "new_decision_id"]
+__all__ = ["DecisionLog", "extra_json", "new_decision_id"]
 
 _log = logging.getLogger("ztid.audit")
 
@@ -48,35 +49,15 @@ _FSYNC_POLICIES: Final = ("always", "checkpoint", "never")
 _TAIL_BYTES: Final = 4 * 1024 * 1024
 
 
-_ID_BYTES: Final = 16
-_POOL_BYTES: Final = 4096  # 256 ids per getrandom(2) call instead of one call per id
-_pool = {"bytes": b"", "at": 0}
-_pool_lock = threading.Lock()
 _quote: Final = json.encoder.encode_basestring_ascii  # exactly what canonical() (ensure_ascii) writes for a str
 
 
-def new_decision_id() -> str:
-    """A fresh decision id: 128 random bits (from the OS CSPRNG, drawn 4 KiB at a time) as 32 hex digits."""
-    with _pool_lock:
-        at = _pool["at"]
-        data = _pool["bytes"]
-        if at + _ID_BYTES > len(data):
-            data, at = os.urandom(_POOL_BYTES), 0
-            _pool["bytes"] = data
-        _pool["at"] = at + _ID_BYTES
-        return data[at:at + _ID_BYTES].hex()
+def extra_json(extra: Mapping[str, Any]) -> bytes:
+    """``"extra":{...},``: the canonical encoding of a line's ``extra`` fields, for :meth:`DecisionLog.record_prepared`.
 
-
-def _reset_pool() -> None:
-    """A forked child must not hand out its parent's next ids."""
-    _pool["bytes"], _pool["at"] = b"", 0
-
-
-os.register_at_fork(after_in_child=_reset_pool)
-
-
-def _extra_json(extra: Mapping[str, Any]) -> bytes:
-    """``"extra":{...},`` in canonical form; all-string values (the hot path) without building a dict for json."""
+    Raises:
+        AuditError: a value JSON cannot represent.
+    """
     if all(type(k) is str and type(v) is str for k, v in extra.items()):
         body = ",".join(f"{_quote(k)}:{_quote(extra[k])}" for k in sorted(extra))
         return b'"extra":{' + body.encode() + b"},"
@@ -189,17 +170,33 @@ class DecisionLog:
         Raises:
             AuditError: the line could not be written (the log is then unusable: fail closed).
         """
+        return self.record_prepared(self.prepare(decision, peer), extra_json(extra) if extra else b"")
+
+    def prepare(self, decision: Any, peer: Any = None) -> tuple[tuple[bytes, bytes], bytes, tuple[bytes, bytes]]:
+        """The parts of ``decision``'s line that do not change per request, for :meth:`record_prepared`.
+
+        An enforcement point that sees the same decision many times (the sidecar) prepares it once.
+        """
+        return self._fragments(decision, peer)
+
+    def record_prepared(self, prepared: tuple[tuple[bytes, bytes], bytes, tuple[bytes, bytes]],
+                        extra: bytes = b"") -> str:
+        """:meth:`record` for a :meth:`prepare`-d decision; ``extra`` from :func:`extra_json` (or empty).
+
+        Raises:
+            AuditError: the line could not be written (the log is then unusable: fail closed).
+        """
         decision_id = new_decision_id()
-        head, middle, tail = self._fragments(decision, peer)
-        extra_json = _extra_json(extra) if extra else b""
+        head, middle, tail = prepared
         with self._lock:
+            now = time.time()  # under the lock: line times never go backwards
             # Keys in sorted order, exactly as canonical() would write the whole object (a test pins it):
             # action allowed component | decision_id extra | kind mode peer policy_digest | prev |
             # reason reason_code rule | seq | target tenant | time | would_deny
             line = b"".join((
-                head[0], b'"decision_id":"', decision_id.encode(), b'",', extra_json, head[1],
+                head[0], b'"decision_id":"', decision_id.encode(), b'",', extra, head[1],
                 b'"prev":"', self._prev.encode(), b'",', middle, b'"seq":', str(self._seq).encode(), b",",
-                tail[0], b'"time":"', self._now().encode(), b'",', tail[1],
+                tail[0], b'"time":"', self._now(now).encode(), b'",', tail[1],
             ))
             self._emit_line(line)
             self._since_checkpoint += 1
@@ -243,9 +240,8 @@ class DecisionLog:
         self._frag_cache[key] = (decision, (head, middle, tail))  # holding decision keeps id() unique
         return head, middle, tail
 
-    def _now(self) -> str:
-        """RFC 3339 UTC with microseconds; the seconds part formatted once per second."""
-        now = time.time()
+    def _now(self, now: float) -> str:
+        """``now`` (epoch seconds) in RFC 3339 UTC with microseconds; the seconds part formatted once per second."""
         sec = int(now)
         if sec != self._sec:
             self._sec, self._sec_text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
