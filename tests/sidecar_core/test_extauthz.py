@@ -467,7 +467,10 @@ def test_allow_wire_is_the_template_with_each_decision_id(authz: ExtAuthz, make_
 def test_allow_with_an_id_of_another_shape_builds_the_message(policy: Any, bundles: Any, make_request: MakeRequest,
                                                               certs: dict[str, Any]) -> None:
     class Log:  # a decision log whose ids are not 32 hex digits: the splice must not be used
-        def record(self, decision: Any, **_: Any) -> str:
+        def prepare(self, decision: Any, peer: Any = None) -> Any:
+            return decision
+
+        def record_prepared(self, prepared: Any, extra: bytes = b"") -> str:
             return "short-id"
 
     authz = ExtAuthz(policy, bundles, log=Log())

@@ -1,15 +1,9 @@
 """Envoy ext_authz, pure: a CheckRequest becomes (peer, target, action), a Decision, a CheckResponse.
 
-No gRPC here (the server in :mod:`ztid.sidecar` wraps :meth:`ExtAuthz.check`). Trust order for the
-peer, each step failing closed with a stable reason code (the table is in docs/extauthz-mapping.md):
-
-1. ``attributes.source.principal``: must be a ``spiffe://`` ID (Envoy falls back to a DNS SAN or the
-   Subject when the certificate has no URI SAN, so anything else is ``peer_not_spiffe``);
-2. ``attributes.source.certificate`` when present (URL-encoded PEM): re-verified against the bundle
-   of its own trust domain and required to name the principal;
-3. XFCC only with ``trust_xfcc``: only its last element, only when its ``By`` is the configured
-   proxy, only over an mTLS hop whose principal is that proxy or the XFCC client itself, exactly one
-   ``URI``, ``Chain``/``Cert`` re-verified and ``Hash`` checked against the certificate when present.
+No gRPC here (the server in :mod:`ztid.sidecar` wraps :meth:`ExtAuthz.check`). The peer comes from
+the source principal, its certificate and (when configured) XFCC, in the trust order of
+:mod:`ztid.enforce.extauthz_peer`; every failure is a deny with a stable reason code
+(:mod:`ztid.enforce.extauthz_codes`; the table is in docs/extauthz-mapping.md).
 
 Target and action come from the route's ``context_extensions`` (``ztid.target``, ``ztid.action``),
 else the destination principal's component, else the configured ``routes``; never from request
@@ -18,69 +12,58 @@ headers. The default action is ``read`` for GET/HEAD/OPTIONS and ``write`` other
 
 from __future__ import annotations
 
-import hashlib
+import json.encoder
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from envoy.service.auth.v3 import external_auth_pb2
 
-from ztid.audit.decisions import new_decision_id
+from ztid.audit.ids import new_decision_id
+from ztid.enforce.extauthz_codes import (
+    AUDIT_LOG_FAILED,
+    CALLER_NOT_ALLOWED,
+    INTERNAL_ERROR,
+    MALFORMED_REQUEST,
+    NO_POLICY,
+    NO_TARGET,
+    REASON_CODES,
+    Deny,
+)
 from ztid.enforce.extauthz_config import ExtAuthzConfig, Route, default_action, normal_path
-from ztid.enforce.extauthz_response import STATIC_DENY, allowed_response, denied_response
-from ztid.enforce.xfcc import XfccElement, parse_xfcc
-from ztid.errors import IdentityError, ZtidError
+from ztid.enforce.extauthz_peer import XFCC_HEADER, PeerIdentifier
+from ztid.enforce.extauthz_response import STATIC_DENY, ResponseTemplate, allowed_response, denied_response
+from ztid.errors import ZtidError
 from ztid.policy import Decision
 from ztid.spiffeid import SpiffeId
 
-__all__ = ["REASON_CODES", "CheckOutcome", "ExtAuthz", "ExtAuthzConfig", "Route", "default_action"]
+__all__ = ["CALLER_NOT_ALLOWED", "REASON_CODES", "CheckOutcome", "ExtAuthz", "ExtAuthzConfig", "Route", "default_action"]
 
 _log = logging.getLogger("ztid.extauthz")
 
-# Stable reason codes of this enforcement point (besides the policy's own decision codes).
-NO_PEER: Final = "no_peer"
-PEER_NOT_SPIFFE: Final = "peer_not_spiffe"
-MALFORMED_IDENTITY: Final = "malformed_identity"
-PEER_CERTIFICATE_INVALID: Final = "peer_certificate_invalid"
-PEER_CERTIFICATE_MISSING: Final = "peer_certificate_missing"
-PEER_MISMATCH: Final = "peer_mismatch"
-XFCC_MALFORMED: Final = "xfcc_malformed"
-XFCC_UNTRUSTED: Final = "xfcc_untrusted"
-XFCC_BAD_URI: Final = "xfcc_bad_uri"
-XFCC_CERTIFICATE_INVALID: Final = "xfcc_certificate_invalid"
-XFCC_HASH_MISMATCH: Final = "xfcc_hash_mismatch"
-XFCC_MISMATCH: Final = "xfcc_mismatch"
-NO_TARGET: Final = "no_target"
-MALFORMED_REQUEST: Final = "malformed_request"
-NO_POLICY: Final = "no_policy"
-AUDIT_LOG_FAILED: Final = "audit_log_failed"
-INTERNAL_ERROR: Final = "internal_error"
-CALLER_NOT_ALLOWED: Final = "caller_not_allowed"
-REASON_CODES: Final = frozenset({
-    NO_PEER, PEER_NOT_SPIFFE, MALFORMED_IDENTITY, PEER_CERTIFICATE_INVALID, PEER_CERTIFICATE_MISSING, PEER_MISMATCH,
-    XFCC_MALFORMED, XFCC_UNTRUSTED, XFCC_BAD_URI, XFCC_CERTIFICATE_INVALID, XFCC_HASH_MISMATCH, XFCC_MISMATCH,
-    NO_TARGET, MALFORMED_REQUEST, NO_POLICY, AUDIT_LOG_FAILED, INTERNAL_ERROR, CALLER_NOT_ALLOWED,
-})
-
-_XFCC: Final = "x-forwarded-client-cert"
 _ZTID_HEADER_PREFIX: Final = "x-ztid-"
-_SET_HEADERS: Final = ("x-ztid-peer", "x-ztid-component", "x-ztid-decision-id")
-_SET: Final = frozenset(_SET_HEADERS)
+_SET: Final = frozenset(("x-ztid-peer", "x-ztid-component", "x-ztid-decision-id"))
 _CACHE_LIMIT: Final = 4096
-_ID_LEN: Final = 32  # new_decision_id(): 32 hex digits
-_ID_SLOT: Final = "~" * _ID_LEN  # placeholder in serialized OK templates; "~" is in no SPIFFE ID or hex id
-_ID_SLOT_BYTES: Final = _ID_SLOT.encode()
+# Denies that depend on more than the request (no policy yet, our own failure): never replayed from a plan.
+_UNPLANNED: Final = frozenset({NO_POLICY, INTERNAL_ERROR, AUDIT_LOG_FAILED})
+_quote: Final = json.encoder.encode_basestring_ascii  # what the decision log's canonical JSON writes for a str
 
 
-class _Deny(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
+class _Plan:
+    """What a Check with one set of decision inputs comes to, replayed for the same inputs.
+
+    Valid only for the same policy and bundle set objects and inside the validity window of the
+    certificates that were verified for it (a plan never outlives a certificate's notAfter).
+    """
+
+    __slots__ = ("policy", "bundles", "not_before", "not_after", "decision", "prepared", "template")
+
+    def __init__(self, policy: Any, bundles: Any, window: list[float], decision: Decision, prepared: Any,
+                 template: ResponseTemplate) -> None:
+        self.policy, self.bundles = policy, bundles
+        self.not_before, self.not_after = window
+        self.decision, self.prepared, self.template = decision, prepared, template
 
 
 class CheckOutcome:
@@ -90,8 +73,8 @@ class CheckOutcome:
         decision: the Decision (a deny with one of :data:`REASON_CODES` when no policy decision was reached).
         decision_id: the id written to the decision log and sent to Envoy.
         response: the CheckResponse for Envoy.
-        wire: the same CheckResponse serialized (what the server sends); the allow path builds only
-            this, from a pre-serialized template, and ``response`` is parsed from it on first use.
+        wire: the same CheckResponse serialized (what the server sends); answers from a template
+            build only this, and ``response`` is parsed from it on first use.
     """
 
     __slots__ = ("decision", "decision_id", "_response", "_wire")
@@ -126,6 +109,13 @@ def _resolver(value: Any) -> Callable[[], Any]:
 class ExtAuthz:
     """Answers Envoy Check requests from a policy, a bundle set, and an optional decision log.
 
+    The first Check with a given set of decision inputs (principal, certificate, destination,
+    context extensions, method, and the path, XFCC header and ``x-ztid-*`` header names where they
+    count) runs the whole mapping; the outcome is kept as a plan, and later Checks with the same
+    inputs replay it: a new decision id, a new log line, the same decision and answer. A plan is
+    dropped when the policy or bundle set changes and never used past a verified certificate's
+    validity.
+
     Args:
         policy: a :class:`ztid.policy.Policy`, or a callable returning the current one (hot reload).
         bundles: a :class:`ztid.BundleSet`, or a callable returning the current one.
@@ -139,12 +129,11 @@ class ExtAuthz:
         self.config = config if config is not None else ExtAuthzConfig()
         self._log = log
         # Hot-path caches, each bounded and dropped whenever the object it derives from changes.
-        self._cache: dict[str, tuple[SpiffeId, float, float]] = {}  # certificate -> verified ID, validity (epoch s)
-        self._cache_owner: Any = None  # the BundleSet the certificate cache was filled from
-        self._ids: dict[str, SpiffeId] = {}  # principal text -> parsed ID
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._peers = PeerIdentifier(self.config)
         self._dests: dict[str, tuple[SpiffeId | None, str | None]] = {}  # destination -> (ID, tenant)
         self._dests_owner: Any = None  # the Policy the destination cache was filled from
-        self._ok: dict[tuple[int, tuple[str, ...]], tuple[Decision, external_auth_pb2.CheckResponse, Any]] = {}
+        self._templates: dict[tuple[int, tuple[str, ...] | None], tuple[Decision, ResponseTemplate]] = {}
 
     # ------------------------------------------------------------------ entry points
     def check(self, request: Any) -> external_auth_pb2.CheckResponse:
@@ -154,7 +143,14 @@ class ExtAuthz:
     def evaluate(self, request: Any) -> CheckOutcome:
         """Decide ``request`` and build the answer; never raises."""
         try:
-            return self._evaluate(request)
+            key = _plan_key(request, self.config) if type(request) is external_auth_pb2.CheckRequest else None
+            if key is not None:
+                plan = self._plans.get(key)
+                if plan is not None and plan.policy is self._policy() and \
+                        (plan.bundles is None or plan.bundles is self._bundles()) and \
+                        plan.not_before <= time.time() <= plan.not_after:
+                    return self._replay(plan, request.attributes.request.http)
+            return self._evaluate(request, key)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: deny, never abort the RPC
             _log.exception("ext_authz check failed; denying")
             decision = Decision.deny(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
@@ -171,28 +167,32 @@ class ExtAuthz:
         return CheckOutcome(decision, decision_id, denied_response(decision, decision_id))
 
     # ------------------------------------------------------------------ the mapping
-    def _evaluate(self, request: Any) -> CheckOutcome:
+    def _evaluate(self, request: Any, key: tuple[Any, ...] | None) -> CheckOutcome:
         policy: Any = None
+        bundles: Any = None
         http: Any = None
         headers: Mapping[str, str] = {}
         principal = ""
         peer: SpiffeId | None = None
         target: Any = ""
         action = ""
+        window = [float("-inf"), float("inf")]  # narrowed to every verified certificate's validity
         try:
             if not isinstance(request, external_auth_pb2.CheckRequest):
-                raise _Deny(MALFORMED_REQUEST, f"not a CheckRequest: {type(request).__name__}")
+                raise Deny(MALFORMED_REQUEST, f"not a CheckRequest: {type(request).__name__}")
             attrs = request.attributes
             http = attrs.request.http
             headers = _headers(http)
             principal = attrs.source.principal
             policy = self._policy()
             if policy is None:
-                raise _Deny(NO_POLICY, "no policy loaded")
-            peer = self._peer(attrs, headers)
+                raise Deny(NO_POLICY, "no policy loaded")
+            if attrs.source.certificate or (self.config.trust_xfcc and XFCC_HEADER in headers):
+                bundles = self._bundles()
+            peer = self._peers.identify(attrs, headers, bundles, window)
             target, action, tenant = self._target(attrs, http, policy)
             decision = policy.decide(peer, target, action, target_tenant=tenant)
-        except _Deny as deny:
+        except Deny as deny:
             source = None
             if peer is not None and policy is not None:
                 try:
@@ -203,57 +203,73 @@ class ExtAuthz:
                 deny.code, deny.reason, policy_digest=getattr(policy, "digest", ""),
                 mode=getattr(policy, "mode", "enforce"), source=source, target=str(target), action=action,
             )
-        decision_id = self._record(decision, principal, http)
+        strip = _strip(headers) if decision.allowed else None
+        template = self._template(decision, strip)
+        prepared = None
+        if self._log is None:
+            decision_id: str | None = new_decision_id()
+        else:
+            prepared = self._prepare(decision, principal)
+            decision_id = None if prepared is None else self._write(prepared, http)
         if decision_id is None:
-            decision = Decision.deny(AUDIT_LOG_FAILED, "the decision could not be logged",
-                                     policy_digest=decision.policy_digest, mode=decision.mode,
-                                     source=decision.source, target=decision.target, action=decision.action)
-            decision_id = new_decision_id()
-        if not decision.allowed:
-            return CheckOutcome(decision, decision_id, denied_response(decision, decision_id))
-        return self._allowed(decision, decision_id, headers)
+            return self._unlogged(decision)
+        if key is not None and decision.code not in _UNPLANNED and policy is not None:
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[key] = _Plan(policy, bundles, window, decision, prepared, template)
+        return CheckOutcome(decision, decision_id, wire=template.wire(decision_id))
 
-    def _allowed(self, decision: Decision, decision_id: str, headers: Mapping[str, str]) -> CheckOutcome:
-        """The OK answer from a template built once per (decision, stripped headers), plus the id.
+    def _replay(self, plan: _Plan, http: Any) -> CheckOutcome:
+        if self._log is None:
+            decision_id: str | None = new_decision_id()
+        else:
+            decision_id = self._write(plan.prepared, http)
+            if decision_id is None:
+                return self._unlogged(plan.decision)
+        return CheckOutcome(plan.decision, decision_id, wire=plan.template.wire(decision_id))
 
-        The template is kept serialized with a placeholder id of the same length, so an answer is
-        the template's bytes with the id spliced in (no message objects built per Check).
-        """
-        strip = tuple(sorted({n for n in map(str.lower, headers) if n.startswith(_ZTID_HEADER_PREFIX)} - _SET))
+    def _unlogged(self, decision: Decision) -> CheckOutcome:
+        """The answer when the decision log refused the line: a deny, whatever the decision was."""
+        denied = Decision.deny(AUDIT_LOG_FAILED, "the decision could not be logged",
+                               policy_digest=decision.policy_digest, mode=decision.mode,
+                               source=decision.source, target=decision.target, action=decision.action)
+        decision_id = new_decision_id()
+        return CheckOutcome(denied, decision_id, denied_response(denied, decision_id))
+
+    def _template(self, decision: Decision, strip: tuple[str, ...] | None) -> ResponseTemplate:
+        """The serialized answer for ``decision`` (an OK removing ``strip``, or the 403), built once."""
         key = (id(decision), strip)
-        hit = self._ok.get(key)
+        hit = self._templates.get(key)
         if hit is None or hit[0] is not decision:
-            if len(self._ok) >= _CACHE_LIMIT:
-                self._ok.clear()
-            template = allowed_response(decision, _ID_SLOT, strip)
-            parts: Any = tuple(template.SerializeToString().split(_ID_SLOT_BYTES))
-            probe = "0" * _ID_LEN
-            if len(parts) != 3 or external_auth_pb2.CheckResponse.FromString(
-                    parts[0] + probe.encode() + parts[1] + probe.encode() + parts[2]) != allowed_response(decision, probe, strip):
-                parts = None  # the placeholder is not exactly the two id fields: build messages instead
-            hit = (decision, template, parts)  # holding decision keeps its id() unique
-            self._ok[key] = hit
-        parts = hit[2]
-        if parts is not None and len(decision_id) == _ID_LEN and decision_id.isascii():
-            slot = decision_id.encode()
-            return CheckOutcome(decision, decision_id, wire=parts[0] + slot + parts[1] + slot + parts[2])
-        response = external_auth_pb2.CheckResponse()
-        response.CopyFrom(hit[1])
-        response.ok_response.headers[2].header.value = decision_id
-        response.dynamic_metadata.fields["decision_id"].string_value = decision_id
-        return CheckOutcome(decision, decision_id, response)
+            if len(self._templates) >= _CACHE_LIMIT:
+                self._templates.clear()
+            if strip is None:
+                template = ResponseTemplate(lambda decision_id: denied_response(decision, decision_id))
+            else:
+                template = ResponseTemplate(lambda decision_id: allowed_response(decision, decision_id, strip))
+            hit = (decision, template)  # holding decision keeps its id() unique
+            self._templates[key] = hit
+        return hit[1]
+
+    def _prepare(self, decision: Decision, principal: str) -> Any:
+        try:
+            return self._log.prepare(decision, principal[:2048] or None)
+        except Exception:  # noqa: BLE001 - an unlogged decision is never an allow
+            _log.exception("decision log line could not be prepared; denying")
+            return None
+
+    def _write(self, prepared: Any, http: Any) -> str | None:
+        try:
+            return self._log.record_prepared(prepared, _http_extra(http))
+        except Exception:  # noqa: BLE001 - an unlogged decision is never an allow
+            _log.exception("decision log write failed; denying")
+            return None
 
     def _record(self, decision: Decision, principal: str, http: Any) -> str | None:
         if self._log is None:
             return new_decision_id()
-        extra: dict[str, Any] = {"enforcer": "extauthz"}
-        if http is not None:
-            extra.update(method=http.method, path=http.path[:2048], host=http.host[:256], request_id=http.id[:128])
-        try:
-            return self._log.record(decision, peer=principal[:2048] or None, extra=extra)
-        except Exception:  # noqa: BLE001 - an unlogged decision is never an allow
-            _log.exception("decision log write failed; denying")
-            return None
+        prepared = self._prepare(decision, principal)
+        return None if prepared is None else self._write(prepared, http)
 
     def _target(self, attrs: Any, http: Any, policy: Any) -> tuple[Any, str, str | None]:
         ext = attrs.context_extensions
@@ -267,13 +283,13 @@ class ExtAuthz:
             if self.config.routes:
                 path = normal_path(http.path)
                 if path is None:
-                    raise _Deny(MALFORMED_REQUEST, "the request path is not in normal form")
+                    raise Deny(MALFORMED_REQUEST, "the request path is not in normal form")
                 route = self.config.match(http.method, path)
             if route is not None:
                 target = target if target is not None else route.target
                 action = action if action is not None else route.action
         if target is None:
-            raise _Deny(NO_TARGET, "no target: no ztid.target context extension, destination SPIFFE ID or route")
+            raise Deny(NO_TARGET, "no target: no ztid.target context extension, destination SPIFFE ID or route")
         if action is None:
             action = default_action(http.method)
         return target, action, tenant
@@ -298,98 +314,6 @@ class ExtAuthz:
         self._dests[dest] = (dest_id, tenant)
         return dest_id, tenant
 
-    def _peer(self, attrs: Any, headers: Mapping[str, str]) -> SpiffeId:
-        principal = attrs.source.principal
-        peer = self._principal(principal) if principal else None
-        certificate = attrs.source.certificate
-        if certificate:
-            if peer is None:
-                raise _Deny(NO_PEER, "a peer certificate without a principal")
-            verified = self._verify(certificate, PEER_CERTIFICATE_INVALID, encoded=True)
-            if verified != peer:
-                raise _Deny(PEER_MISMATCH, f"peer certificate names {verified}, principal is {peer}")
-        elif peer is not None and self.config.require_certificate:
-            raise _Deny(PEER_CERTIFICATE_MISSING, "no peer certificate (include_peer_certificate is required)")
-        if self.config.trust_xfcc and _XFCC in headers:
-            return self._xfcc(headers[_XFCC], peer)
-        if peer is None:
-            raise _Deny(NO_PEER, "no authenticated peer (no source principal)")
-        return peer
-
-    def _principal(self, principal: str) -> SpiffeId:
-        hit = self._ids.get(principal)
-        if hit is not None:
-            return hit
-        if not principal.startswith("spiffe://"):
-            raise _Deny(PEER_NOT_SPIFFE, "the peer principal is not a SPIFFE ID")
-        try:
-            parsed = SpiffeId.parse(principal)
-        except IdentityError as exc:
-            raise _Deny(MALFORMED_IDENTITY, f"the peer principal is not a valid SPIFFE ID: {exc}") from None
-        if len(self._ids) >= _CACHE_LIMIT:
-            self._ids.clear()
-        self._ids[principal] = parsed
-        return parsed
-
-    def _xfcc(self, header: str, peer: SpiffeId | None) -> SpiffeId:
-        try:
-            last: XfccElement = parse_xfcc(header)[-1]
-        except ZtidError as exc:
-            raise _Deny(XFCC_MALFORMED, str(exc)) from None
-        proxy = self.config.proxy_spiffe_id
-        if peer is None:
-            raise _Deny(XFCC_UNTRUSTED, "XFCC arrived over a hop without mTLS")
-        if str(proxy) not in last.by:
-            raise _Deny(XFCC_UNTRUSTED, "the last XFCC element was not added by the trusted proxy")
-        if len(last.uri) != 1:
-            raise _Deny(XFCC_BAD_URI, f"the last XFCC element has {len(last.uri)} URI values, expected exactly 1")
-        client = self._principal(last.uri[0])
-        if peer != proxy and peer != client:
-            raise _Deny(XFCC_MISMATCH, f"the mTLS peer {peer} is neither the trusted proxy nor the XFCC client")
-        pem = last.chain or last.cert
-        if last.chain is not None and last.cert is not None and _leaf_sha256(last.cert) != _leaf_sha256(last.chain):
-            raise _Deny(XFCC_MISMATCH, "the XFCC Cert is not the leaf of its Chain")
-        if pem is not None:
-            verified = self._verify(pem, XFCC_CERTIFICATE_INVALID)
-            if verified != client:
-                raise _Deny(XFCC_MISMATCH, f"the XFCC certificate names {verified}, its URI is {client}")
-        if last.hash is not None and pem is not None:
-            if _leaf_sha256(pem) != last.hash:
-                raise _Deny(XFCC_HASH_MISMATCH, "the XFCC Hash does not match its certificate")
-        return client
-
-    def _verify(self, text: str, code: str, *, encoded: bool = False) -> SpiffeId:
-        """The verified SPIFFE ID of a PEM chain (URL-encoded when ``encoded``), cached until its notAfter."""
-        from ztid.svid import verify_x509_svid
-
-        bundles = self._bundles()
-        if bundles is not self._cache_owner:
-            self._cache, self._cache_owner = {}, bundles
-        now_ts = time.time()
-        hit = self._cache.get(text)
-        if hit is not None and hit[1] <= now_ts <= hit[2]:
-            return hit[0]
-        now = datetime.fromtimestamp(now_ts, UTC)
-        pem = urllib.parse.unquote(text) if encoded else text
-        try:
-            verified = verify_x509_svid(pem.encode("ascii"), bundles, at=now)
-        except (ZtidError, UnicodeEncodeError) as exc:
-            raise _Deny(code, f"certificate does not verify: {exc}") from None
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[text] = (verified.spiffe_id, verified.leaf.not_valid_before_utc.timestamp(),
-                             verified.not_after.timestamp())
-        return verified.spiffe_id
-
-
-def _leaf_sha256(pem: str) -> str:
-    try:
-        leaf = x509.load_pem_x509_certificates(pem.encode("ascii"))[0]
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise _Deny(XFCC_CERTIFICATE_INVALID, f"XFCC certificate unreadable: {exc}") from None
-    return hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
 def _headers(http: Any) -> Mapping[str, str]:
     """Request headers, names lowercased; repeated names joined with ``,`` (as Envoy does).
 
@@ -404,3 +328,32 @@ def _headers(http: Any) -> Mapping[str, str]:
         value = hv.value or hv.raw_value.decode("utf-8", "replace")
         out[name] = f"{out[name]},{value}" if name in out else value
     return out
+
+
+def _strip(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Client-sent ``x-ztid-*`` header names other than the three the answer sets (which overwrite)."""
+    if _ZTID_HEADER_PREFIX not in "\n".join(headers).lower():
+        return ()
+    return tuple(sorted({n for n in map(str.lower, headers) if n.startswith(_ZTID_HEADER_PREFIX)} - _SET))
+
+
+def _plan_key(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig) -> tuple[Any, ...] | None:
+    """Every input of the mapping except the policy, the bundles and the time; None: do not plan."""
+    attrs = request.attributes
+    http = attrs.request.http
+    if http.header_map.headers:
+        return None  # raw header maps (rare) always take the whole mapping
+    headers = http.headers
+    source = attrs.source
+    ext = attrs.context_extensions
+    return (source.principal, source.certificate, attrs.destination.principal, ext.get("ztid.target", ""),
+            ext.get("ztid.action", ""), http.method, http.path if config.routes else "",
+            headers.get(XFCC_HEADER) if config.trust_xfcc else None, _strip(headers))
+
+
+def _http_extra(http: Any) -> bytes:
+    """The ``extra`` fields of a Check's log line (what :func:`extra_json` writes for them, built directly)."""
+    if http is None:
+        return b'"extra":{"enforcer":"extauthz"},'
+    return (f'"extra":{{"enforcer":"extauthz","host":{_quote(http.host[:256])},"method":{_quote(http.method)},'
+            f'"path":{_quote(http.path[:2048])},"request_id":{_quote(http.id[:128])}}},').encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Final
 
 from envoy.config.core.v3 import base_pb2
@@ -13,7 +14,10 @@ from google.rpc import code_pb2, status_pb2
 
 from ztid.policy import Decision
 
-__all__ = ["STATIC_DENY", "allowed_response", "denied_response"]
+__all__ = ["ID_LENGTH", "STATIC_DENY", "ResponseTemplate", "allowed_response", "denied_response"]
+
+ID_LENGTH: Final = 32  # new_decision_id(): 32 hex digits
+_SLOT: Final = "~" * ID_LENGTH  # a placeholder id; "~" is in no SPIFFE ID, hex id or reason code
 
 
 def _option(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -73,3 +77,29 @@ STATIC_DENY: Final = external_auth_pb2.CheckResponse(
         body='{"reason": "internal_error"}',
     ),
 )
+
+
+class ResponseTemplate:
+    """One decision's CheckResponse kept serialized, with the decision id spliced in per answer.
+
+    ``build(decision_id)`` is serialized once with a placeholder id of the id's length; every
+    answer is then the template's pieces joined by the id (one C-level join, no message objects).
+    The template is used only if a probe id spliced in parses to exactly what ``build`` makes for
+    it (the placeholder appears nowhere but in the id fields); otherwise each answer is built.
+    """
+
+    __slots__ = ("_build", "_parts")
+
+    def __init__(self, build: Callable[[str], external_auth_pb2.CheckResponse]) -> None:
+        self._build = build
+        parts: list[bytes] | None = build(_SLOT).SerializeToString().split(_SLOT.encode())
+        probe = "0" * ID_LENGTH
+        if len(parts) < 2 or external_auth_pb2.CheckResponse.FromString(probe.encode().join(parts)) != build(probe):
+            parts = None
+        self._parts = parts
+
+    def wire(self, decision_id: str) -> bytes:
+        """The serialized CheckResponse carrying ``decision_id``."""
+        if self._parts is not None and len(decision_id) == ID_LENGTH and decision_id.isascii():
+            return decision_id.encode().join(self._parts)
+        return self._build(decision_id).SerializeToString()
