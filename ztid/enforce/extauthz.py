@@ -341,8 +341,8 @@ def _plan_key(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig) -
     """Every input of the mapping except the policy, the bundles and the time; None: do not plan."""
     attrs = request.attributes
     http = attrs.request.http
-    if http.header_map.headers:
-        return None  # raw header maps (rare) always take the whole mapping
+    if http.HasField("header_map"):
+        return None  # raw header maps (encode_raw_headers; rare) always take the whole mapping
     headers = http.headers
     source = attrs.source
     ext = attrs.context_extensions
