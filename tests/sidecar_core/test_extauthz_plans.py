@@ -190,3 +190,19 @@ def test_every_decision_input_is_part_of_the_plan(name: str, policy: Any, bundle
         assert _normal(got) == _normal(ExtAuthz(policy, bundles, config=CONFIGS[config_name]).evaluate(req))
         outcomes.append(_normal(got))
     assert outcomes[0] != outcomes[1]  # the input does change the answer, so a plan keyed without it would show
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300), st.text(max_size=3000), st.text(max_size=300), st.text(max_size=200))
+def test_the_log_extra_of_a_check_is_the_canonical_json_of_its_fields(method: str, path: str, host: str,
+                                                                      request_id: str) -> None:
+    from envoy.service.auth.v3 import attribute_context_pb2 as ac
+
+    from ztid.audit.decisions import extra_json
+    from ztid.enforce.extauthz import _http_extra
+
+    http = ac.AttributeContext.HttpRequest(method=method, path=path, host=host, id=request_id)
+    want = extra_json({"enforcer": "extauthz", "method": method, "path": path[:2048], "host": host[:256],
+                       "request_id": request_id[:128]})
+    assert _http_extra(http) == want
+    assert json.loads(want[len(b'"extra":'):-1])["path"] == path[:2048]  # the fragment is the JSON of the fields
