@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,19 @@ def test_decision_lines_are_canonical_for_any_peer_and_extra(
     assert first["peer"] == (None if peer is None else str(peer))
     assert first.get("extra") == (extra or None)
     assert verify_log(path, bundles).ok
+
+
+def test_a_failed_background_sync_makes_later_records_fail_closed(tmp_path: Path, policy: Any, signer: Any) -> None:
+    # The checkpoint side file cannot be written (its directory does not exist): the sync thread,
+    # which fsyncs and writes it after each checkpoint, fails; from then on the log refuses records.
+    log = DecisionLog(tmp_path / "d.log", signer=signer, checkpoint_every=2, fsync="checkpoint",
+                      checkpoint_file=tmp_path / "missing-dir" / "d.checkpoint")
+    decision = policy.decide("spiffe://ai-platform.example/training/job-7", "registry", "write")
+    log.record(decision)
+    log.record(decision)  # the checkpoint: handed to the sync thread
+    deadline = time.monotonic() + 10
+    with pytest.raises(AuditError, match="unusable"):
+        while time.monotonic() < deadline:
+            log.record(decision)
+            time.sleep(0.01)
+    log.close()

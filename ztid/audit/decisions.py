@@ -377,7 +377,7 @@ class DecisionLog:
                     os.fsync(self._fd)
                     if self._side is not None:
                         self._write_side(line)
-                except (OSError, AuditError) as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever it was, this thread must not die silently
                     self._broken = f"fsync failed: {exc}"  # every later record() raises: fail closed
                     _log.error("decision log sync failed; refusing further records: %s", exc)
             if self._stop_sync:
