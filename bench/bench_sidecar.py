@@ -9,7 +9,8 @@ every 1000 decisions).
 1. Saturating throughput, unix socket: ``h2load -c1 -m64`` (Debian's nghttp2-client, a C HTTP/2
    client sending gRPC frames; otherwise two grpc.aio client processes), bare and ztid in
    interleaved rounds; best and median RPS, and the server's CPU time per RPC (utime + stime from
-   ``/proc/PID/stat`` around each round), which stays meaningful when the machine is noisy.
+   ``/proc/PID/stat`` around each round), which stays meaningful when the machine is noisy. A third
+   server, ztid with its decision log off, is a diagnostic only: it shows what the log costs.
 2. Latency at half the saturating rate (half of ztid's best RPS, the same rate for both servers):
    open loop from a paced grpc.aio client process (see :func:`_latency` for why not ``h2load --rps``);
    the bare server's p50/p99 is the floor of this machine and client.
@@ -17,7 +18,7 @@ every 1000 decisions).
    the bare server with one process and against N bare processes on the same port.
 
 Targets from issue 4: RPS ratio >= 0.9, p99 <= 2 ms. Nothing here asserts timings.
-Run alone: ``python -m bench sidecar`` (about 60 s; ``ZTID_BENCH_SECONDS``, ``ZTID_BENCH_ROUNDS``,
+Run alone: ``python -m bench sidecar`` (about 75 s; ``ZTID_BENCH_SECONDS``, ``ZTID_BENCH_ROUNDS``,
 ``ZTID_BENCH_WORKERS``).
 """
 
@@ -79,10 +80,10 @@ async def _serve_bare(sock: str, reuseport: bool = False) -> None:
     await server.wait_for_termination()
 
 
-def _ztid_config(sock: str, directory: Path, workers: int = 1, log_dir: Path | None = None) -> object:
+def _ztid_config(sock: str, directory: Path, workers: int = 1) -> object:
     from ztid.sidecar import SidecarConfig
 
-    log = (log_dir or directory) / ("decisions.log" if workers == 1 else "decisions-workers.log")
+    log = directory / ("decisions.log" if workers == 1 else "decisions-workers.log")
     return SidecarConfig(policy=str(ROOT / "policy.yaml"), listen=(sock,), bundles=(str(directory / "bundle.pem"),),
                          svid_cert=str(directory / "sidecar.pem"), svid_key=str(directory / "sidecar.key"),
                          decision_log=str(log), checkpoint_every=1000, fsync="checkpoint", workers=workers)
@@ -102,10 +103,14 @@ def _serve_ztid_workers(address: str, directory: Path, workers: int) -> None:
     serve_workers(_ztid_config(address, directory, workers), ready=ready, log_level="CRITICAL")  # type: ignore[arg-type]
 
 
-async def _serve_ztid(sock: str, directory: Path, log_dir: Path | None = None) -> None:
+async def _serve_ztid(sock: str, directory: Path, log: bool = True) -> None:
+    import dataclasses
+
     from ztid.sidecar import Sidecar
 
-    cfg = _ztid_config(sock, directory, log_dir=log_dir)
+    cfg = _ztid_config(sock, directory)
+    if not log:  # diagnostic only: what the decision log costs (the issue's comparison always has it on)
+        cfg = dataclasses.replace(cfg, decision_log=None)  # type: ignore[type-var]
     sidecar = Sidecar(cfg)  # type: ignore[arg-type]
     await sidecar.start()
     await sidecar.wait_loaded(30)
@@ -321,7 +326,7 @@ def _prepare(directory: Path) -> tuple[Path, Path]:
 
 ROUNDS = int(os.environ.get("ZTID_BENCH_ROUNDS", "3"))
 WORKERS = int(os.environ.get("ZTID_BENCH_WORKERS", "2"))
-BARE, ZTID = "bare grpc.aio (always OK)", "ztid sidecar (policy + log)"
+BARE, ZTID, NOLOG = "bare grpc.aio (always OK)", "ztid sidecar (policy + log)", "ztid, no decision log (diagnostic)"
 
 
 def _free_port() -> int:
@@ -343,12 +348,12 @@ def _table(servers: list[_Server]) -> None:
               f"   {_fmt(s.rps)}; {_fmt(s.cpu_us)}")
 
 
-def _ratios(label: str, ztid: _Server, ref: _Server) -> None:
+def _ratios(label: str, ztid: _Server, ref: _Server, *, what: str = "") -> None:
     best = max(ztid.rps) / max(ref.rps)
     med = statistics.median(ztid.rps) / statistics.median(ref.rps)
     paired = statistics.median(z / r for z, r in zip(ztid.rps, ref.rps))  # rounds run back to back
     cpu = statistics.median(ref.cpu_us) / statistics.median(ztid.cpu_us)
-    print(f"  ratio ztid/{label}: RPS best {best:.2f}, median {med:.2f}, paired rounds median {paired:.2f}; "
+    print(f"  ratio ztid{' ' + what if what else ''}/{label}: RPS best {best:.2f}, median {med:.2f}, paired rounds median {paired:.2f}; "
           f"by CPU per RPC {cpu:.2f} (ztid spends {statistics.median(ztid.cpu_us) - statistics.median(ref.cpu_us):.0f} "
           f"us more per RPC)")
 
@@ -388,7 +393,6 @@ def _load() -> str:
 def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="ztbench"))
     servers: list[_Server] = []
-    tmpfs: Path | None = None
     try:
         req, body = _prepare(directory)
         h2load = shutil.which("h2load") is not None
@@ -398,20 +402,18 @@ def main() -> None:
         for name, mode in ((BARE, "serve-bare"), (ZTID, "serve-ztid")):
             sock = f"unix:{directory}/{mode}.sock"
             servers.append(_start(name, sock, (mode, sock, str(directory))))
-        bare, ztid = servers
-        shm = Path("/dev/shm")
-        tmpfs = Path(tempfile.mkdtemp(prefix="ztbench", dir=shm)) if shm.is_dir() else None
-        if tmpfs is not None:  # diagnostic only: how much of ztid's tail is the disk under its log
-            sock = f"unix:{directory}/serve-ztid-tmpfs.sock"
-            servers.append(_start("ztid, log on tmpfs (diagnostic)", sock, ("serve-ztid", sock, str(directory), str(tmpfs))))
+        sock = f"unix:{directory}/serve-ztid-nolog.sock"
+        servers.append(_start(NOLOG, sock, ("serve-ztid", sock, str(directory), "nolog")))
+        bare, ztid, nolog = servers
         if h2load:
             for s in servers:
                 _warm(s.address, body)
-        for _ in range(ROUNDS):  # interleaved, so load from other processes hits both alike
-            for s in (bare, ztid):
+        for _ in range(ROUNDS):  # interleaved, so load from other processes hits all alike
+            for s in servers:
                 _round(s, body, req, streams=64, connections=1, h2load=h2load)
-        _table([bare, ztid])
+        _table(servers)
         _ratios("bare", ztid, bare)
+        _ratios("bare", nolog, bare, what="without its log (diagnostic)")
         rate = max(ztid.rps) / 2
         for _ in range(max(1, ROUNDS - 1)):
             for s in servers:
@@ -439,8 +441,6 @@ def main() -> None:
         for s in servers:
             s.stop()
         shutil.rmtree(directory, ignore_errors=True)
-        if tmpfs is not None:
-            shutil.rmtree(tmpfs, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -449,6 +449,6 @@ if __name__ == "__main__":
     elif sys.argv[1] == "serve-workers":
         _serve_ztid_workers(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "serve-ztid":
-        asyncio.run(_serve_ztid(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]) if sys.argv[4:] else None))
+        asyncio.run(_serve_ztid(sys.argv[2], Path(sys.argv[3]), log=sys.argv[4:5] != ["nolog"]))
     elif sys.argv[1] == "client":
         _client_main(*sys.argv[2:7])
