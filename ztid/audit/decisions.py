@@ -17,6 +17,7 @@ enforcement point fails closed rather than answering without a record.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json.encoder
 import logging
 import os
@@ -33,7 +34,6 @@ from ztid.audit.log_format import (
     MAX_LINE_BYTES,
     alg_for,
     canonical,
-    line_hash,
     rfc3339,
     sign_payload,
     signed_bytes,
@@ -47,6 +47,7 @@ _log = logging.getLogger("ztid.audit")
 
 _FSYNC_POLICIES: Final = ("always", "checkpoint", "never")
 _TAIL_BYTES: Final = 4 * 1024 * 1024
+_sha256: Final = hashlib.sha256  # the chain hash; log_format.line_hash is the same function for readers
 
 
 _quote: Final = json.encoder.encode_basestring_ascii  # exactly what canonical() (ensure_ascii) writes for a str
@@ -116,7 +117,7 @@ class DecisionLog:
         self._broken: str | None = None
         self._since_checkpoint = 0
         self._frag_cache: dict[tuple[int, str | None], tuple[Any, Any]] = {}
-        self._sec, self._sec_text = -1, ""
+        self._sec, self._sec_text = -1, b""
         self._syncer: threading.Thread | None = None
         self._wake = threading.Event()
         self._pending: bytes | None = None
@@ -132,7 +133,7 @@ class DecisionLog:
             except OSError as exc:
                 raise AuditError(f"decision log {self.path!r} is locked by another writer") from exc
             if os.fstat(self._fd).st_size == 0:
-                self._seq, self._prev = 0, GENESIS
+                self._seq, self._prev_hex = 0, GENESIS.encode()
                 self.log_id = secrets.token_hex(16)
                 header = {"kind": "header", "v": FORMAT_VERSION, "log_id": self.log_id}
                 self._write(header, now=datetime.now(UTC))
@@ -152,7 +153,7 @@ class DecisionLog:
     @property
     def head(self) -> str:
         """SHA-256 hex of the last line written (the next line's ``prev``)."""
-        return self._prev
+        return self._prev_hex.decode()
 
     def record(self, decision: Any, *, peer: Any = None, extra: Mapping[str, Any] | None = None) -> str:
         """Append one decision and return its decision id, after the line reached the kernel.
@@ -172,33 +173,34 @@ class DecisionLog:
         """
         return self.record_prepared(self.prepare(decision, peer), extra_json(extra) if extra else b"")
 
-    def prepare(self, decision: Any, peer: Any = None) -> tuple[tuple[bytes, bytes], bytes, tuple[bytes, bytes]]:
+    def prepare(self, decision: Any, peer: Any = None) -> tuple[bytes, ...]:
         """The parts of ``decision``'s line that do not change per request, for :meth:`record_prepared`.
 
         An enforcement point that sees the same decision many times (the sidecar) prepares it once.
         """
         return self._fragments(decision, peer)
 
-    def record_prepared(self, prepared: tuple[tuple[bytes, bytes], bytes, tuple[bytes, bytes]],
-                        extra: bytes = b"") -> str:
+    def record_prepared(self, prepared: tuple[bytes, ...], extra: bytes = b"") -> str:
         """:meth:`record` for a :meth:`prepare`-d decision; ``extra`` from :func:`extra_json` (or empty).
 
         Raises:
             AuditError: the line could not be written (the log is then unusable: fail closed).
         """
         decision_id = new_decision_id()
-        head, middle, tail = prepared
+        before_id, before_prev, before_seq, before_time, end = prepared
         with self._lock:
+            if self._broken is not None:
+                raise AuditError(f"decision log {self.path!r} is unusable ({self._broken})")
             now = time.time()  # under the lock: line times never go backwards
+            sec = int(now)
+            if sec != self._sec:
+                self._sec, self._sec_text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
             # Keys in sorted order, exactly as canonical() would write the whole object (a test pins it):
             # action allowed component | decision_id extra | kind mode peer policy_digest | prev |
-            # reason reason_code rule | seq | target tenant | time | would_deny
-            line = b"".join((
-                head[0], b'"decision_id":"', decision_id.encode(), b'",', extra, head[1],
-                b'"prev":"', self._prev.encode(), b'",', middle, b'"seq":', str(self._seq).encode(), b",",
-                tail[0], b'"time":"', self._now(now).encode(), b'",', tail[1],
-            ))
-            self._emit_line(line)
+            # reason reason_code rule | seq | target tenant | time | would_deny; then the newline.
+            line = b"".join((before_id, decision_id.encode(), b'",', extra, before_prev, self._prev_hex, before_seq,
+                             b"%d" % self._seq, before_time, b"%s.%06dZ" % (self._sec_text, (now - sec) * 1e6), end))
+            self._append(line)
             self._since_checkpoint += 1
             if self._fsync == "always":
                 self._sync()
@@ -206,8 +208,11 @@ class DecisionLog:
                 self._try_checkpoint("interval")
         return decision_id
 
-    def _fragments(self, decision: Any, peer: Any) -> tuple[tuple[bytes, bytes], bytes, tuple[bytes, bytes]]:
-        """The canonical JSON pieces of a decision line that do not change per request (cached per decision)."""
+    def _fragments(self, decision: Any, peer: Any) -> tuple[bytes, ...]:
+        """The canonical JSON pieces of a decision line that do not change per request (cached per decision).
+
+        Five pieces, to be joined around the decision id, extra, prev, seq and time (see :meth:`record_prepared`).
+        """
         key = (id(decision), None if peer is None else str(peer))
         hit = self._frag_cache.get(key)
         if hit is not None and hit[0] is decision:
@@ -221,31 +226,23 @@ class DecisionLog:
         def pairs(**kv: Any) -> bytes:
             return b"".join(b'"' + k.encode() + b'":' + enc(v) + b"," for k, v in kv.items())
 
-        head = (
+        pieces = (
             b"{" + pairs(action=_text(getattr(decision, "action", None)), allowed=bool(getattr(decision, "allowed", False)),
-                         component=_text(getattr(source, "component", None))),
+                         component=_text(getattr(source, "component", None))) + b'"decision_id":"',
             pairs(kind="decision", mode=_text(getattr(decision, "mode", None)) or "enforce",
                   peer=_text(spiffe_id if spiffe_id is not None else peer),
-                  policy_digest=_text(getattr(decision, "policy_digest", None)) or ""),
-        )
-        middle = pairs(reason=_text(getattr(decision, "reason", None)) or "",
-                       reason_code=_text(getattr(decision, "code", None)) or "unknown",
-                       rule=_text(getattr(decision, "rule", None)))
-        tail = (
-            pairs(target=_text(getattr(decision, "target", None)), tenant=_text(getattr(source, "tenant", None))),
-            b'"would_deny":' + enc(bool(getattr(decision, "would_deny", False))) + b"}",
+                  policy_digest=_text(getattr(decision, "policy_digest", None)) or "") + b'"prev":"',
+            b'",' + pairs(reason=_text(getattr(decision, "reason", None)) or "",
+                          reason_code=_text(getattr(decision, "code", None)) or "unknown",
+                          rule=_text(getattr(decision, "rule", None))) + b'"seq":',
+            b"," + pairs(target=_text(getattr(decision, "target", None)), tenant=_text(getattr(source, "tenant", None)))
+            + b'"time":"',
+            b'",' + b'"would_deny":' + enc(bool(getattr(decision, "would_deny", False))) + b"}\n",
         )
         if len(self._frag_cache) >= 1024:
             self._frag_cache.clear()
-        self._frag_cache[key] = (decision, (head, middle, tail))  # holding decision keeps id() unique
-        return head, middle, tail
-
-    def _now(self, now: float) -> str:
-        """``now`` (epoch seconds) in RFC 3339 UTC with microseconds; the seconds part formatted once per second."""
-        sec = int(now)
-        if sec != self._sec:
-            self._sec, self._sec_text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._sec_text}.{int((now - sec) * 1e6):06d}Z"
+        self._frag_cache[key] = (decision, pieces)  # holding decision keeps id() unique
+        return pieces
 
     append = record  # the name in the internal contract
 
@@ -287,7 +284,7 @@ class DecisionLog:
 
     # ------------------------------------------------------------------ internals (lock held)
     def _write(self, fields: dict[str, Any], *, now: datetime) -> bytes:
-        return self._emit(dict(fields, seq=self._seq, prev=self._prev, time=rfc3339(now)))
+        return self._emit(dict(fields, seq=self._seq, prev=self.head, time=rfc3339(now)))
 
     def _emit(self, record: dict[str, Any]) -> bytes:
         return self._emit_line(canonical(record))
@@ -295,19 +292,22 @@ class DecisionLog:
     def _emit_line(self, line: bytes) -> bytes:
         if self._broken is not None:
             raise AuditError(f"decision log {self.path!r} is unusable ({self._broken})")
-        if len(line) > MAX_LINE_BYTES:
-            raise AuditError(f"decision log line of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
-        data = memoryview(line + b"\n")
+        self._append(line + b"\n")
+        return line
+
+    def _append(self, data: bytes) -> None:
+        """Write one newline-terminated line and chain it: ``prev`` becomes SHA-256 of it without the newline."""
+        if len(data) > MAX_LINE_BYTES + 1:
+            raise AuditError(f"decision log line of {len(data) - 1} bytes exceeds {MAX_LINE_BYTES}")
         try:
-            while data:
-                written = os.write(self._fd, data)
-                data = data[written:]
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write (rare: signals, full disk): finish it or fail
+                written += os.write(self._fd, data[written:])
         except OSError as exc:
             self._broken = f"write failed: {exc.strerror or exc}"
             raise AuditError(f"cannot write decision log {self.path!r}: {exc.strerror or exc}") from exc
         self._seq += 1
-        self._prev = line_hash(line)
-        return line
+        self._prev_hex = _sha256(data[:-1]).hexdigest().encode()
 
     def _sync(self) -> None:
         if self._fsync == "never":
@@ -347,7 +347,7 @@ class DecisionLog:
             "alg": alg_for(key),
             "chain": chain_pem,
             "seq": self._seq,
-            "prev": self._prev,
+            "prev": self.head,
             "time": rfc3339(datetime.now(UTC)),
         }
         record["sig"] = sign_payload(key, signed_bytes(record))
@@ -402,7 +402,7 @@ class DecisionLog:
         from ztid.audit.log_verify import read_tail  # local: the verifier imports this module's peers
 
         state = read_tail(self.path, window=_TAIL_BYTES)
-        self.log_id, self._seq, self._prev = state.log_id, state.next_seq, state.head
+        self.log_id, self._seq, self._prev_hex = state.log_id, state.next_seq, state.head.encode()
         self._since_checkpoint = state.since_checkpoint
 
 

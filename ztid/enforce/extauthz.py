@@ -143,13 +143,23 @@ class ExtAuthz:
     def evaluate(self, request: Any) -> CheckOutcome:
         """Decide ``request`` and build the answer; never raises."""
         try:
-            key = _plan_key(request, self.config) if type(request) is external_auth_pb2.CheckRequest else None
-            if key is not None:
-                plan = self._plans.get(key)
+            key = None
+            if type(request) is external_auth_pb2.CheckRequest:
+                attrs = request.attributes
+                http = attrs.request.http
+                key = _key(attrs, http, self.config)
+                plan = None if key is None else self._plans.get(key)
                 if plan is not None and plan.policy is self._policy() and \
                         (plan.bundles is None or plan.bundles is self._bundles()) and \
                         plan.not_before <= time.time() <= plan.not_after:
-                    return self._replay(plan, request.attributes.request.http)
+                    # The replay (the hot path, inlined): a new id and log line, the same decision and answer.
+                    if self._log is None:
+                        decision_id: str | None = new_decision_id()
+                    else:
+                        decision_id = self._write(plan.prepared, http)
+                        if decision_id is None:
+                            return self._unlogged(plan.decision)
+                    return CheckOutcome(plan.decision, decision_id, wire=plan.template.wire(decision_id))
             return self._evaluate(request, key)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: deny, never abort the RPC
             _log.exception("ext_authz check failed; denying")
@@ -218,15 +228,6 @@ class ExtAuthz:
                 self._plans.clear()
             self._plans[key] = _Plan(policy, bundles, window, decision, prepared, template)
         return CheckOutcome(decision, decision_id, wire=template.wire(decision_id))
-
-    def _replay(self, plan: _Plan, http: Any) -> CheckOutcome:
-        if self._log is None:
-            decision_id: str | None = new_decision_id()
-        else:
-            decision_id = self._write(plan.prepared, http)
-            if decision_id is None:
-                return self._unlogged(plan.decision)
-        return CheckOutcome(plan.decision, decision_id, wire=plan.template.wire(decision_id))
 
     def _unlogged(self, decision: Decision) -> CheckOutcome:
         """The answer when the decision log refused the line: a deny, whatever the decision was."""
@@ -340,7 +341,11 @@ def _strip(headers: Mapping[str, str]) -> tuple[str, ...]:
 def _plan_key(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig) -> tuple[Any, ...] | None:
     """Every input of the mapping except the policy, the bundles and the time; None: do not plan."""
     attrs = request.attributes
-    http = attrs.request.http
+    return _key(attrs, attrs.request.http, config)
+
+
+def _key(attrs: Any, http: Any, config: ExtAuthzConfig) -> tuple[Any, ...] | None:
+    """:func:`_plan_key` from the request's ``attributes`` and ``attributes.request.http``."""
     if http.HasField("header_map"):
         return None  # raw header maps (encode_raw_headers; rare) always take the whole mapping
     headers = http.headers
