@@ -105,17 +105,20 @@ def test_workers_stop_when_the_lease_ends_and_the_next_epoch_asks_again(sealed):
     with pytest.raises(KeyReleaseError, match="forked worker"):
         list(SealedDataLoader(ds, batch_size=None, num_workers=2))
     assert _unwraps(k) == 1
-    # The next epoch: the parent renews (its SVID is valid, the policy allows) before the workers fork...
+    # The next epoch: the parent renews (its SVID is valid, the policy allows) before the workers fork.
+    # The renewed lease is long, so slow forks on a loaded box cannot outlive it (that flaked at 3 s).
     ds2 = SealedMapDataset(ds._h.sealed, transform=lambda n, d: n, renew_below=0.5)
     while ds2.lease.remaining() > 0:
         time.sleep(0.05)
+    k.service.max_lease = dt.timedelta(seconds=60)
     assert sorted(SealedDataLoader(ds2, batch_size=None, num_workers=2)) == sorted(ds2._h.sealed.names)
-    # ...until the policy is revoked: then the parent's renewal is refused and no worker starts.
+    assert ds2.lease.remaining() > 30  # renewed in the parent before the fork
+    # ...until the policy is revoked: then the parent's renewal is refused and no worker starts
+    # (renew_below above the lease's remaining time makes the next epoch renew first).
     k.revoke_training_read()
-    while ds2.lease.remaining() > 0:
-        time.sleep(0.05)
+    ds3 = SealedMapDataset(ds2._h.sealed, transform=lambda n, d: n, renew_below=120)
     with pytest.raises(KeyReleaseError, match="no_matching_rule"):
-        list(SealedDataLoader(ds2, batch_size=None, num_workers=2))
+        list(SealedDataLoader(ds3, batch_size=None, num_workers=2))
 
 
 def test_fork_workers_after_the_parent_pool_started_read_with_their_share_of_threads(sealed, plain_dir):
