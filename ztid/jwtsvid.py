@@ -3,7 +3,8 @@
 Implements ``spiffe/spiffe`` ``standards/JWT-SVID.md`` on ``cryptography`` alone: JWS compact
 serialization only; ``alg`` one of the nine of §2.1, checked first; the key chosen by ``kid``
 from the bundle of the ``sub`` claim's own trust domain only; then signature, ``aud``, ``exp``,
-``nbf``, ``iat``. ``docs/jwt-svid.md`` lists every check, in order, with its reason.
+``nbf``, ``iat``. ``docs/jwt-svid.md`` lists every check, in order, with its reason. The
+signature algorithms themselves (which key fits, verify, sign) are in :mod:`ztid._jws`.
 
 Errors never quote the token or its signature (a token is a bearer credential and error
 messages end up in logs); they quote the offending header or claim value instead.
@@ -16,19 +17,16 @@ import binascii
 import json
 import math
 import re
-import reprlib
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ztid import _strictjson
+from ztid._jws import _ALG_LIST, _ALGS, ALGORITHMS, _check_key, _default_alg, _deny, _q, _sign, _verify_signature
 from ztid.bundle import Bundle, BundleSet
 from ztid.errors import IdentityError, SvidError, UsageError, VerificationError
 from ztid.spiffeid import SpiffeId, TrustDomain
@@ -41,38 +39,10 @@ DEFAULT_LEEWAY: Final = timedelta(seconds=30)
 """Clock skew tolerated on ``exp``, ``nbf`` and ``iat`` (see docs/jwt-svid.md for why 30 s)."""
 MAX_LEEWAY: Final = timedelta(minutes=5)
 _MAX_NUMERIC_DATE: Final = 253402300799  # 9999-12-31T23:59:59Z, the largest datetime can hold
-_MIN_RSA_BITS: Final = 2048
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
 _B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_VALUE: Final = {ch: i for i, ch in enumerate(_B64_ALPHABET)}
 _TO_STD_B64: Final = bytes.maketrans(b"-_", b"+/")
-_REPR: Final = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 80, 80, 6, 6
-
-
-@dataclass(frozen=True, slots=True)
-class _Alg:
-    hash: type[hashes.HashAlgorithm]
-    family: str  # "EC", "RSA" (PKCS#1 v1.5) or "PSS"
-    curve: type[ec.EllipticCurve] | None = None
-    coord: int = 0  # ECDSA: bytes per coordinate in the raw r || s signature
-
-
-_ALGS: Final[Mapping[str, _Alg]] = types.MappingProxyType({
-    "RS256": _Alg(hashes.SHA256, "RSA"),
-    "RS384": _Alg(hashes.SHA384, "RSA"),
-    "RS512": _Alg(hashes.SHA512, "RSA"),
-    "ES256": _Alg(hashes.SHA256, "EC", ec.SECP256R1, 32),
-    "ES384": _Alg(hashes.SHA384, "EC", ec.SECP384R1, 48),
-    "ES512": _Alg(hashes.SHA512, "EC", ec.SECP521R1, 66),
-    "PS256": _Alg(hashes.SHA256, "PSS"),
-    "PS384": _Alg(hashes.SHA384, "PSS"),
-    "PS512": _Alg(hashes.SHA512, "PSS"),
-})
-ALGORITHMS: Final = frozenset(_ALGS)
-"""The nine ``alg`` values of JWT-SVID §2.1; every other value is rejected."""
-_ALG_LIST: Final = ", ".join(sorted(_ALGS))
-_CURVE_ALG: Final = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +68,6 @@ class VerifiedJwt:
 
 def _fail(why: str) -> SvidError:
     return SvidError(f"invalid JWT-SVID: {why}")
-
-
-def _deny(why: str) -> VerificationError:
-    return VerificationError(f"JWT-SVID rejected: {why}")
-
-
-def _q(value: object) -> str:
-    """Quote a token-supplied value for a message: bounded in length and depth, one printable line."""
-    return _REPR.repr(value)
 
 
 def _b64decode(part: str, what: str) -> bytes:
@@ -232,40 +193,6 @@ def _bundle_for(bundles: BundleSet | Bundle, td: TrustDomain) -> Bundle:
     return bundle
 
 
-def _check_key(key: object, alg: str, kid: str) -> None:
-    spec = _ALGS[alg]
-    if spec.family == "EC":
-        fits = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, spec.curve)  # type: ignore[arg-type]
-        needs = f"an EC {spec.curve.name} key"  # type: ignore[union-attr]
-    else:
-        fits = isinstance(key, rsa.RSAPublicKey) and key.key_size >= _MIN_RSA_BITS
-        needs = f"an RSA key of at least {_MIN_RSA_BITS} bits"
-    if not fits:
-        kind = (f"an EC {key.curve.name} key" if isinstance(key, ec.EllipticCurvePublicKey)
-                else f"a {key.key_size}-bit RSA key" if isinstance(key, rsa.RSAPublicKey) else type(key).__name__)
-        raise _deny(f"kid {_q(kid)} is {kind}; {alg} needs {needs}")
-
-
-def _verify_signature(key: Any, alg: str, signature: bytes, signing_input: bytes) -> None:
-    spec = _ALGS[alg]
-    try:
-        if spec.family == "EC":
-            if len(signature) != 2 * spec.coord:
-                raise _deny(f"{alg} signature is {len(signature)} bytes; expected {2 * spec.coord} (raw r || s)")
-            r = int.from_bytes(signature[: spec.coord], "big")
-            s = int.from_bytes(signature[spec.coord:], "big")
-            key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(spec.hash()))
-            return
-        expected = (key.key_size + 7) // 8
-        if len(signature) != expected:
-            raise _deny(f"{alg} signature is {len(signature)} bytes; expected {expected} for this key")
-        pad = (padding.PKCS1v15() if spec.family == "RSA"
-               else padding.PSS(mgf=padding.MGF1(spec.hash()), salt_length=spec.hash.digest_size))
-        key.verify(signature, signing_input, pad, spec.hash())
-    except (InvalidSignature, ValueError, UnsupportedAlgorithm) as exc:
-        raise _deny("signature does not verify") from exc
-
-
 def validate_jwt_svid(
     token: str,
     bundles: BundleSet | Bundle,
@@ -357,17 +284,6 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _default_alg(key: object) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        alg = _CURVE_ALG.get(key.curve.name)
-        if alg is None:
-            raise UsageError(f"EC curve {key.curve.name} has no JWT-SVID algorithm; use P-256, P-384 or P-521")
-        return alg
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "RS256"
-    raise UsageError(f"key must be an EC or RSA private key, not {type(key).__name__}")
-
-
 def mint_jwt_svid(
     spiffe_id: SpiffeId | str,
     *,
@@ -420,12 +336,3 @@ def mint_jwt_svid(
     signing_input = ".".join(_b64encode(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
     return f"{signing_input}.{_b64encode(_sign(key, alg, signing_input.encode('ascii')))}"
 
-
-def _sign(key: Any, alg: str, data: bytes) -> bytes:
-    spec = _ALGS[alg]
-    if spec.family == "EC":
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(spec.hash())))
-        return r.to_bytes(spec.coord, "big") + s.to_bytes(spec.coord, "big")
-    if spec.family == "RSA":
-        return key.sign(data, padding.PKCS1v15(), spec.hash())  # type: ignore[no-any-return]
-    return key.sign(data, padding.PSS(mgf=padding.MGF1(spec.hash()), salt_length=spec.hash.digest_size), spec.hash())  # type: ignore[no-any-return]
