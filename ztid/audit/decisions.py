@@ -8,7 +8,8 @@ Usage at an enforcement point::
     ... answer, carrying decision_id ...
 
 The byte format (canonical JSON, SHA-256 chain, signed checkpoints) is in
-:mod:`ztid.audit.log_format`; verification in :mod:`ztid.audit.log_verify`; both are described in
+:mod:`ztid.audit.log_format`; checkpoint signing and the background fsync in
+:mod:`ztid.audit.log_checkpoint`; verification in :mod:`ztid.audit.log_verify`; all are described in
 ``docs/decision-log.md``. One process writes one file: an exclusive ``flock`` refuses a second writer.
 A write that fails raises :class:`ztid.AuditError` and the log refuses every later record, so the
 enforcement point fails closed rather than answering without a record.
@@ -28,17 +29,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ztid.audit.log_format import (
-    FORMAT_VERSION,
-    GENESIS,
-    MAX_LINE_BYTES,
-    alg_for,
-    canonical,
-    rfc3339,
-    sign_payload,
-    signed_bytes,
-)
 from ztid.audit.ids import new_decision_id
+from ztid.audit.log_checkpoint import SyncThread, signed_checkpoint, write_side
+from ztid.audit.log_format import FORMAT_VERSION, GENESIS, MAX_LINE_BYTES, canonical, rfc3339
 from ztid.errors import AuditError, UsageError
 
 __all__ = ["DecisionLog", "extra_json", "new_decision_id"]
@@ -118,10 +111,7 @@ class DecisionLog:
         self._since_checkpoint = 0
         self._frag_cache: dict[tuple[int, str | None], tuple[Any, Any]] = {}
         self._sec, self._sec_text = -1, b""
-        self._syncer: threading.Thread | None = None
-        self._wake = threading.Event()
-        self._pending: bytes | None = None
-        self._stop_sync = False
+        self._syncer: SyncThread | None = None
         self.checkpoint_error: Exception | None = None
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -262,9 +252,7 @@ class DecisionLog:
             if self._fd < 0:
                 return
             if self._syncer is not None:
-                self._stop_sync = True
-                self._wake.set()
-                self._syncer.join()
+                self._syncer.stop()
                 self._syncer = None
             try:
                 if self._signer is not None and self._since_checkpoint and self._broken is None:
@@ -331,26 +319,7 @@ class DecisionLog:
 
     def _checkpoint(self, trigger: str) -> None:
         assert self._signer is not None
-        try:
-            svid = self._signer()
-            chain_pem = svid.chain_pem().decode("ascii")
-            signer_id = str(svid.spiffe_id)
-            key = svid.private_key
-        except Exception as exc:  # a foreign source/SVID failure, translated once here
-            raise AuditError(f"no signing SVID for the decision log checkpoint: {exc}") from exc
-        record: dict[str, Any] = {
-            "kind": "checkpoint",
-            "log_id": self.log_id,
-            "entries": self._seq,
-            "trigger": trigger,
-            "signer": signer_id,
-            "alg": alg_for(key),
-            "chain": chain_pem,
-            "seq": self._seq,
-            "prev": self.head,
-            "time": rfc3339(datetime.now(UTC)),
-        }
-        record["sig"] = sign_payload(key, signed_bytes(record))
+        record = signed_checkpoint(self._signer, log_id=self.log_id, seq=self._seq, prev=self.head, trigger=trigger)
         line = self._emit(record)
         self._since_checkpoint = 0
         if self._fsync == "checkpoint" and trigger != "close":
@@ -358,45 +327,16 @@ class DecisionLog:
         else:
             self._sync()
             if self._side is not None:
-                self._write_side(line)
+                write_side(self._side, line, fsync=self._fsync != "never")
 
     def _hand_off(self, line: bytes) -> None:
-        self._pending = line
         if self._syncer is None:
-            self._syncer = threading.Thread(target=self._sync_loop, name="ztid-decision-log-sync", daemon=True)
-            self._syncer.start()
-        self._wake.set()
+            self._syncer = SyncThread(self._fd, self._side, self._fail_closed)
+        self._syncer.hand_off(line)
 
-    def _sync_loop(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            line, self._pending = self._pending, None
-            if line is not None:
-                try:
-                    os.fsync(self._fd)
-                    if self._side is not None:
-                        self._write_side(line)
-                except Exception as exc:  # noqa: BLE001 - whatever it was, this thread must not die silently
-                    self._broken = f"fsync failed: {exc}"  # every later record() raises: fail closed
-                    _log.error("decision log sync failed; refusing further records: %s", exc)
-            if self._stop_sync:
-                return
-
-    def _write_side(self, line: bytes) -> None:
-        assert self._side is not None
-        tmp = f"{self._side}.tmp{os.getpid()}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, line + b"\n")
-                if self._fsync != "never":
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._side)
-        except OSError as exc:
-            raise AuditError(f"cannot write checkpoint file {self._side!r}: {exc.strerror or exc}") from exc
+    def _fail_closed(self, why: str) -> None:
+        """Called by the sync thread when an fsync or side-file write failed: refuse every later record."""
+        self._broken = why
 
     def _resume(self) -> None:
         from ztid.audit.log_verify import read_tail  # local: the verifier imports this module's peers
