@@ -102,7 +102,9 @@ def test_permission_denied_mid_stream_fails_closed_then_recovers(start_agent, sh
     wait(denied, what="the source to stop serving")
     with pytest.raises(SourceError, match="PERMISSION_DENIED"):
         src.snapshot()
-    assert errors and "PERMISSION_DENIED" in str(errors[0])
+    # on_error runs on the source's thread right after it closed (closing first is the point), so wait for it.
+    wait(lambda: errors, what="on_error to be called")
+    assert "PERMISSION_DENIED" in str(errors[0])
 
     sel.write_text(granted)  # granted again: the source retries with backoff and resumes
     agent.reload()
