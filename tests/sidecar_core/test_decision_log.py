@@ -368,6 +368,28 @@ def test_record_after_close_fails_closed(tmp_path: Path, policy: Any) -> None:
         log.record(policy.decide(f"spiffe://{TD}/training/x", "registry", "read"))
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
+def test_a_failed_write_fails_closed_and_stays_closed(tmp_path: Path, policy: Any, bundles: Any) -> None:
+    decision = policy.decide(f"spiffe://{TD}/training/x", "registry", "read")
+    log = DecisionLog(tmp_path / "x.log")
+    log.record(decision)
+    head, seq = log.head, log.next_seq
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, log._fd)  # a real ENOSPC from write(2), not a mock
+    finally:
+        os.close(full)
+    with pytest.raises(AuditError, match="cannot write decision log .*No space left on device"):
+        log.record(decision)
+    assert (log.head, log.next_seq) == (head, seq)  # the failed line is not in the chain
+    with pytest.raises(AuditError, match="unusable"):
+        log.record_prepared(log.prepare(decision))
+    with pytest.raises(AuditError, match="unusable"):
+        log.record(decision)
+    log.close()
+    assert verify_log(tmp_path / "x.log", bundles).ok  # what did reach the file still verifies
+
+
 def test_unserialisable_extra_is_an_audit_error(tmp_path: Path, policy: Any) -> None:
     with DecisionLog(tmp_path / "x.log") as log:
         with pytest.raises(AuditError):

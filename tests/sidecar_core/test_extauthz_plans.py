@@ -206,3 +206,26 @@ def test_the_log_extra_of_a_check_is_the_canonical_json_of_its_fields(method: st
                        "request_id": request_id[:128]})
     assert _http_extra(http) == want
     assert json.loads(want[len(b'"extra":'):-1])["path"] == path[:2048]  # the fragment is the JSON of the fields
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
+def test_a_replayed_allow_is_a_deny_once_the_log_cannot_be_written(ca: TestCA, policy: Any, bundles: Any,
+                                                                  make_request: Callable[..., ea.CheckRequest],
+                                                                  tmp_path: Path) -> None:
+    import os
+
+    log = DecisionLog(tmp_path / "d.log")
+    authz = ExtAuthz(policy, bundles, log=log)
+    req = make_request(principal=TRAINING, certificate=ca.mint(TRAINING).chain_pem(), method="POST",
+                       context_extensions={"ztid.target": "registry", "ztid.action": "write"})
+    assert authz.evaluate(req).decision.allowed and authz.evaluate(req).decision.allowed  # planned, then replayed
+    assert len(authz._plans) == 1
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, log._fd)  # the disk is full now: every write(2) fails with ENOSPC
+    finally:
+        os.close(full)
+    for _ in range(2):  # the replay, and the same request again once the log refuses everything
+        out = authz.evaluate(req)
+        assert not out.decision.allowed and out.decision.code == "audit_log_failed"
+        assert ea.CheckResponse.FromString(out.wire).status.code != 0
