@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Final
 
+# Codes the policy also gives: one definition, so the sidecar's and the policy's never drift apart.
+from ztid.policy.model import INTERNAL_ERROR, MALFORMED_IDENTITY, NO_PEER, NO_POLICY
+
 __all__ = ["AUDIT_LOG_FAILED", "CALLER_NOT_ALLOWED", "Deny", "INTERNAL_ERROR", "MALFORMED_IDENTITY", "MALFORMED_REQUEST", "NO_PEER", "NO_POLICY", "NO_TARGET", "PEER_CERTIFICATE_INVALID", "PEER_CERTIFICATE_MISSING", "PEER_MISMATCH", "PEER_NOT_SPIFFE", "REASON_CODES", "XFCC_BAD_URI", "XFCC_CERTIFICATE_INVALID", "XFCC_HASH_MISMATCH", "XFCC_MALFORMED", "XFCC_MISMATCH", "XFCC_UNTRUSTED"]
 
-NO_PEER: Final = "no_peer"
 PEER_NOT_SPIFFE: Final = "peer_not_spiffe"
-MALFORMED_IDENTITY: Final = "malformed_identity"
 PEER_CERTIFICATE_INVALID: Final = "peer_certificate_invalid"
 PEER_CERTIFICATE_MISSING: Final = "peer_certificate_missing"
 PEER_MISMATCH: Final = "peer_mismatch"
@@ -24,9 +25,7 @@ XFCC_HASH_MISMATCH: Final = "xfcc_hash_mismatch"
 XFCC_MISMATCH: Final = "xfcc_mismatch"
 NO_TARGET: Final = "no_target"
 MALFORMED_REQUEST: Final = "malformed_request"
-NO_POLICY: Final = "no_policy"
 AUDIT_LOG_FAILED: Final = "audit_log_failed"
-INTERNAL_ERROR: Final = "internal_error"
 CALLER_NOT_ALLOWED: Final = "caller_not_allowed"
 REASON_CODES: Final = frozenset({
     NO_PEER, PEER_NOT_SPIFFE, MALFORMED_IDENTITY, PEER_CERTIFICATE_INVALID, PEER_CERTIFICATE_MISSING, PEER_MISMATCH,
